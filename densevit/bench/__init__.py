@@ -1,0 +1,57 @@
+"""Benchmarks, one module per section (``eval``, ``train``, ``detect``).
+
+A section module exposes ``add_arguments(parser)`` and ``run(args) -> dict``; the dict
+holds, for each measurement, our figure, the baseline measured in the same run, and their
+ratio. ``tools/benchmark.py SECTION`` prints it and writes it as JSON.
+"""
+from __future__ import annotations
+
+import json
+import os
+import platform
+import tempfile
+import time
+from pathlib import Path
+from typing import Any, Callable
+
+import torch
+
+SECTIONS = ("eval", "train", "detect")
+
+
+def timed(fn: Callable[[], Any], repeat: int = 1) -> tuple[float, Any]:
+    """Best wall-clock seconds of ``repeat`` calls of ``fn``, and the last result."""
+    best, result = float("inf"), None
+    for _ in range(repeat):
+        if torch.cuda.is_available():
+            torch.cuda.synchronize()
+        start = time.perf_counter()
+        result = fn()
+        if torch.cuda.is_available():
+            torch.cuda.synchronize()
+        best = min(best, time.perf_counter() - start)
+    return best, result
+
+
+def environment() -> dict[str, Any]:
+    """Where the figures were measured."""
+    return {
+        "python": platform.python_version(),
+        "torch": torch.__version__,
+        "cpu_count": os.cpu_count(),
+        "torch_threads": torch.get_num_threads(),
+        "cuda": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None,
+    }
+
+
+def write_json_atomic(data: dict[str, Any], path: Path) -> None:
+    """Write ``data`` as JSON to ``path`` through a temporary file and a rename."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w") as handle:
+            json.dump(data, handle, indent=2)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise

@@ -1,0 +1,51 @@
+"""The ``densevit`` command line.
+
+Each subcommand lives in its own module in this package and exposes
+``register(subparsers) -> None``, which adds its parser and sets ``func`` (a callable taking
+the parsed ``argparse.Namespace`` and returning an exit code). Modules are discovered
+automatically, so adding a command never means editing this file.
+"""
+from __future__ import annotations
+
+import argparse
+import importlib
+import pkgutil
+import sys
+from typing import Sequence
+
+from densevit import __version__
+from densevit.errors import UserInputError
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The top-level parser with every discovered subcommand attached."""
+    parser = argparse.ArgumentParser(
+        prog="densevit",
+        description="Dense prediction with vision transformers: DETR detection, TransUNet "
+        "segmentation, and evaluators that match the reference tools.",
+    )
+    parser.add_argument("--version", action="version", version=f"densevit {__version__}")
+    subparsers = parser.add_subparsers(dest="command", metavar="COMMAND")
+    for info in sorted(pkgutil.iter_modules(__path__), key=lambda m: m.name):
+        if info.name.startswith("_"):
+            continue
+        module = importlib.import_module(f"{__name__}.{info.name}")
+        module.register(subparsers)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the ``densevit`` console script; returns the process exit code."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if not getattr(args, "func", None):
+        parser.print_help()
+        return 0
+    try:
+        return int(args.func(args) or 0)
+    except UserInputError as err:
+        print(f"densevit {args.command}: error: {err}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print(f"densevit {args.command}: interrupted", file=sys.stderr)
+        return 130

@@ -1,0 +1,299 @@
+"""Experiment configs: YAML files read into typed dataclasses.
+
+* ``_base_: other.yaml`` (relative to the file) names one file whose values this file
+  overrides, key by key (a base may itself have a base).
+* ``--set a.b=c`` overrides a value from the command line; ``c`` is read as YAML, so
+  ``--set train.epochs=3`` gives an int and ``--set model.pretrained=null`` gives None.
+* Every key must exist in the schema and every value must have the schema's type; errors
+  name the file and the YAML path of the key (``train.epochs``).
+
+The sections ``data`` and ``loss`` differ by task: each task class (see
+:mod:`densevit.engine.task`) names its own dataclasses for them.
+"""
+from __future__ import annotations
+
+import copy
+import dataclasses
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal, Sequence, Union
+
+import yaml
+
+from densevit.errors import ConfigError
+
+
+@dataclass
+class ModelConfig:
+    """Which model to build: ``densevit.create_model(name, num_classes=..., **kwargs)``."""
+
+    name: str = ""
+    num_classes: int = 0
+    pretrained: str | None = None  # a local checkpoint of the whole model (ours, or converted)
+    kwargs: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class OptimConfig:
+    """Optimiser and parameter groups."""
+
+    name: Literal["adamw", "sgd"] = "adamw"
+    lr: float = 1e-4
+    weight_decay: float = 1e-4
+    momentum: float = 0.9  # SGD only
+    betas: tuple[float, float] = (0.9, 0.999)  # AdamW only
+    backbone_lr_mult: float = 1.0
+    no_weight_decay_on_norm_bias_pos: bool = True
+
+
+@dataclass
+class ScheduleConfig:
+    """Per-iteration learning-rate schedule: linear warm-up, then step, poly or cosine."""
+
+    name: Literal["constant", "step", "poly", "cosine"] = "constant"
+    warmup_iters: int = 0
+    warmup_factor: float = 0.001
+    milestones: list[int] = field(default_factory=list)  # in iterations, for "step"
+    milestone_epochs: list[int] = field(default_factory=list)  # in epochs, for "step"
+    gamma: float = 0.1
+    power: float = 0.9  # for "poly"
+    min_lr: float = 0.0
+
+
+@dataclass
+class TrainConfig:
+    """The loop: length, batch, precision, evaluation and checkpoint cadence."""
+
+    epochs: int = 0  # epoch-based when > 0
+    iters: int = 0  # iteration-based when > 0 (and epochs == 0)
+    batch_size: int = 2  # per process
+    num_workers: int = 0
+    precision: Literal["auto", "fp32", "bf16", "fp16"] = "auto"
+    clip_grad_norm: float = 0.0  # 0 disables clipping
+    accumulate_steps: int = 1
+    compile: bool = False
+    channels_last: bool = False
+    eval_every: int = 1  # in epochs (epoch-based) or iterations (iteration-based); 0 = only at end
+    checkpoint_every: int = 1  # same unit as eval_every
+    best_metric: str = ""  # e.g. "AP" or "mIoU"; empty disables best-checkpoint tracking
+    best_mode: Literal["max", "min"] = "max"
+    nan_policy: Literal["stop", "skip"] = "stop"
+    log_every: int = 10
+    device: str = "auto"
+
+
+@dataclass
+class ExperimentConfig:
+    """One experiment: task, model, data, loss, optimisation and loop settings."""
+
+    task: str = ""
+    name: str = ""
+    seed: int = 42
+    deterministic: bool = False
+    model: ModelConfig = field(default_factory=ModelConfig)
+    data: Any = None  # the task's data dataclass
+    loss: Any = None  # the task's loss dataclass
+    optim: OptimConfig = field(default_factory=OptimConfig)
+    schedule: ScheduleConfig = field(default_factory=ScheduleConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+
+    def to_dict(self) -> dict[str, Any]:
+        """A plain, YAML-safe dict (what checkpoints and run directories store)."""
+        return _plain(dataclasses.asdict(self))
+
+
+def _plain(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {k: _plain(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_plain(v) for v in value]
+    return value
+
+
+# ----------------------------------------------------------------------------- reading files
+
+
+def read_yaml_with_bases(path: str | Path, _seen: tuple[Path, ...] = ()) -> dict[str, Any]:
+    """Read a YAML mapping, resolving its ``_base_`` chain into one merged dict."""
+    path = Path(path).resolve()
+    if path in _seen:
+        chain = " -> ".join(str(p) for p in (*_seen, path))
+        raise ConfigError(f"{path}: _base_ cycle: {chain}")
+    try:
+        text = path.read_text()
+    except OSError as err:
+        raise ConfigError(f"{path}: cannot read config: {err.strerror or err}") from None
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as err:
+        raise ConfigError(f"{path}: invalid YAML: {err}") from None
+    if data is None:
+        data = {}
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: expected a mapping at the top level, got {type(data).__name__}")
+    base = data.pop("_base_", None)
+    if base is None:
+        return data
+    if not isinstance(base, str):
+        raise ConfigError(f"{path}: _base_ must be one file name, got {base!r}")
+    merged = read_yaml_with_bases(path.parent / base, (*_seen, path))
+    return deep_merge(merged, data)
+
+
+def deep_merge(base: dict[str, Any], override: dict[str, Any]) -> dict[str, Any]:
+    """A new dict: ``base`` with ``override`` applied key by key (mappings merge recursively)."""
+    out = copy.deepcopy(base)
+    for key, value in override.items():
+        if isinstance(value, dict) and isinstance(out.get(key), dict):
+            out[key] = deep_merge(out[key], value)
+        else:
+            out[key] = copy.deepcopy(value)
+    return out
+
+
+def apply_overrides(data: dict[str, Any], overrides: Sequence[str]) -> dict[str, Any]:
+    """A new dict with each ``a.b=c`` override set (``c`` parsed as YAML)."""
+    out = copy.deepcopy(data)
+    for item in overrides:
+        key, sep, raw = item.partition("=")
+        if not sep or not key:
+            raise ConfigError(f"--set {item!r}: expected KEY=VALUE, for example train.epochs=3")
+        try:
+            value = yaml.safe_load(raw) if raw.strip() else ""
+        except yaml.YAMLError as err:
+            raise ConfigError(f"--set {item!r}: value is not valid YAML: {err}") from None
+        node = out
+        parts = key.split(".")
+        for part in parts[:-1]:
+            child = node.setdefault(part, {})
+            if not isinstance(child, dict):
+                raise ConfigError(f"--set {item!r}: {part!r} is a value, not a section")
+            node = child
+        node[parts[-1]] = value
+    return out
+
+
+# ----------------------------------------------------------------------------- typed reading
+
+
+def from_dict(cls: type, data: Any, where: str, path: str = "") -> Any:
+    """Build dataclass ``cls`` from a mapping, checking keys and types.
+
+    ``where`` names the source (a file) and ``path`` the YAML path of ``data``; both appear
+    in every error.
+    """
+    if not isinstance(data, dict):
+        raise ConfigError(f"{where}: {path or 'top level'}: expected a mapping, got {_describe(data)}")
+    hints = typing.get_type_hints(cls)
+    fields = {f.name: f for f in dataclasses.fields(cls) if f.init}
+    for key in data:
+        if key not in fields:
+            dotted = f"{path}.{key}" if path else str(key)
+            raise ConfigError(
+                f"{where}: unknown key {dotted!r} (known in {path or 'top level'}: {', '.join(fields)})"
+            )
+    kwargs = {}
+    for key, value in data.items():
+        dotted = f"{path}.{key}" if path else key
+        kwargs[key] = _coerce(hints[key], value, where, dotted)
+    return cls(**kwargs)
+
+
+def _coerce(tp: Any, value: Any, where: str, path: str) -> Any:
+    origin = typing.get_origin(tp)
+    args = typing.get_args(tp)
+    if tp is Any:
+        return value
+    if dataclasses.is_dataclass(tp):
+        return from_dict(tp, value, where, path)
+    if origin in (Union, types.UnionType):
+        if value is None and type(None) in args:
+            return None
+        errors = []
+        for arg in args:
+            if arg is type(None):
+                continue
+            try:
+                return _coerce(arg, value, where, path)
+            except ConfigError as err:
+                errors.append(err)
+        raise errors[0] if len(errors) == 1 else _type_error(where, path, tp, value)
+    if origin is Literal:
+        if value not in args:
+            choices = ", ".join(repr(a) for a in args)
+            raise ConfigError(f"{where}: {path}: expected one of {choices}, got {value!r}")
+        return value
+    if origin in (list, Sequence) or tp is list:
+        if not isinstance(value, list):
+            raise _type_error(where, path, tp, value)
+        item_tp = args[0] if args else Any
+        return [_coerce(item_tp, v, where, f"{path}[{i}]") for i, v in enumerate(value)]
+    if origin is tuple:
+        if not isinstance(value, (list, tuple)):
+            raise _type_error(where, path, tp, value)
+        if len(args) == 2 and args[1] is Ellipsis:
+            return tuple(_coerce(args[0], v, where, f"{path}[{i}]") for i, v in enumerate(value))
+        if len(value) != len(args):
+            raise ConfigError(f"{where}: {path}: expected {len(args)} values, got {len(value)}")
+        return tuple(_coerce(a, v, where, f"{path}[{i}]") for i, (a, v) in enumerate(zip(args, value)))
+    if origin is dict or tp is dict:
+        if not isinstance(value, dict):
+            raise _type_error(where, path, tp, value)
+        val_tp = args[1] if args else Any
+        return {k: _coerce(val_tp, v, where, f"{path}.{k}") for k, v in value.items()}
+    if tp is bool:
+        if not isinstance(value, bool):
+            raise _type_error(where, path, tp, value)
+        return value
+    if tp is int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise _type_error(where, path, tp, value)
+        return value
+    if tp is float:
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise _type_error(where, path, tp, value)
+        return float(value)
+    if tp is str:
+        if not isinstance(value, str):
+            raise _type_error(where, path, tp, value)
+        return value
+    raise TypeError(f"config schema type {tp!r} at {path} is not supported")
+
+
+def _describe(value: Any) -> str:
+    return f"{type(value).__name__} {value!r}"
+
+
+def _type_error(where: str, path: str, tp: Any, value: Any) -> ConfigError:
+    name = getattr(tp, "__name__", None) or str(tp).replace("typing.", "")
+    return ConfigError(f"{where}: {path}: expected {name}, got {_describe(value)}")
+
+
+# ----------------------------------------------------------------------------- entry point
+
+
+def build_config(data: dict[str, Any], where: str = "<config>") -> ExperimentConfig:
+    """Turn a merged mapping into an :class:`ExperimentConfig`, with task-specific sections."""
+    from densevit.engine.task import TASKS
+
+    data = dict(data)
+    task_name = data.get("task")
+    if not isinstance(task_name, str) or not task_name:
+        raise ConfigError(f"{where}: task: required, one of {', '.join(TASKS.names())}")
+    if task_name not in TASKS:
+        raise ConfigError(f"{where}: task: unknown task {task_name!r} (known: {', '.join(TASKS.names())})")
+    task_cls = TASKS.get(task_name)
+    sections = {"data": task_cls.data_config, "loss": task_cls.loss_config}
+    typed = {name: from_dict(cls, data.pop(name, None) or {}, where, name) for name, cls in sections.items()}
+    cfg = from_dict(ExperimentConfig, data, where)
+    for name, value in typed.items():
+        setattr(cfg, name, value)
+    return cfg
+
+
+def load_config(path: str | Path, overrides: Sequence[str] = ()) -> ExperimentConfig:
+    """Read ``path`` (with its ``_base_`` chain), apply ``--set`` overrides, and type-check."""
+    data = apply_overrides(read_yaml_with_bases(path), overrides)
+    return build_config(data, where=str(path))

@@ -1,0 +1,1 @@
+"""Datasets, transforms and collate functions: files on disk -> ``(image, target)`` samples."""

@@ -1,0 +1,88 @@
+"""What a task (detection, segmentation) supplies to the task-agnostic trainer.
+
+The trainer only ever calls these methods; it never looks inside batches, outputs or
+targets beyond what they return. Each task subclass registers itself in ``TASKS`` under the
+name that configs give as ``task:``, and names the dataclasses of its ``data`` and ``loss``
+config sections.
+"""
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from typing import Any, Callable, ClassVar, Protocol
+
+import torch
+from torch import nn
+from torch.utils.data import Dataset
+
+from densevit.registry import Registry
+
+TASKS = Registry("task")
+
+
+class Evaluator(Protocol):
+    """Accumulates predictions against targets; ``compute`` returns named scalar metrics."""
+
+    def reset(self) -> None: ...
+
+    def process(self, predictions: Any, targets: Any) -> None: ...
+
+    def compute(self) -> dict[str, Any]: ...
+
+
+class Task(ABC):
+    """Builds everything task-specific from an :class:`~densevit.config.ExperimentConfig`.
+
+    Batches are ``(images, targets)`` as the task's ``collate`` makes them. ``images`` is
+    whatever the model's ``forward`` takes (a tensor, or a padded tensor plus mask);
+    ``targets`` is whatever the criterion and evaluator take.
+    """
+
+    name: ClassVar[str]
+    data_config: ClassVar[type]
+    loss_config: ClassVar[type]
+
+    def __init__(self, cfg: Any) -> None:
+        self.cfg = cfg
+
+    @abstractmethod
+    def build_model(self) -> nn.Module:
+        """The network; ``model(images)`` returns the outputs the criterion takes."""
+
+    @abstractmethod
+    def build_criterion(self) -> nn.Module:
+        """``criterion(outputs, targets)`` -> dict of named loss terms plus ``"loss"``, their weighted sum."""
+
+    @abstractmethod
+    def build_datasets(self) -> tuple[Dataset, Dataset | None]:
+        """The training and validation datasets (validation may be None)."""
+
+    @abstractmethod
+    def collate(self, samples: list[Any]) -> tuple[Any, Any]:
+        """Batch a list of dataset samples into ``(images, targets)``."""
+
+    @abstractmethod
+    def build_postprocessor(self) -> Callable[[Any, Any], Any]:
+        """``postprocess(outputs, targets)`` -> predictions in the evaluator's format."""
+
+    @abstractmethod
+    def build_evaluator(self) -> Evaluator:
+        """A fresh evaluator for the validation set."""
+
+    def to_device(self, batch: tuple[Any, Any], device: torch.device) -> tuple[Any, Any]:
+        """Move a batch to ``device`` (tensors, and tensors inside lists and dicts)."""
+        return move_to_device(batch, device)
+
+    def class_names(self) -> list[str]:
+        """Names of the classes the model predicts, stored in checkpoints."""
+        return []
+
+
+def move_to_device(obj: Any, device: torch.device) -> Any:
+    """Recursively move tensors in nested lists, tuples and dicts to ``device``."""
+    if isinstance(obj, torch.Tensor):
+        return obj.to(device, non_blocking=True)
+    if isinstance(obj, dict):
+        return {k: move_to_device(v, device) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return type(obj)(move_to_device(v, device) for v in obj)
+    return obj

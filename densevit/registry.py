@@ -1,0 +1,81 @@
+"""Name -> factory registries, filled by decorators.
+
+One small class serves every kind of thing we build by name (backbones, models, tasks).
+An unknown name fails with the closest registered names suggested, so a typo in a config
+is a one-line fix rather than a stack trace.
+"""
+from __future__ import annotations
+
+import difflib
+import fnmatch
+from typing import Any, Callable, Iterator, TypeVar
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+class UnknownNameError(KeyError):
+    """Raised when a registry is asked for a name it does not hold."""
+
+    def __str__(self) -> str:  # KeyError quotes its argument; we want the plain sentence
+        return str(self.args[0])
+
+
+class Registry:
+    """A mapping from names to factory callables.
+
+    Example::
+
+        BACKBONES = Registry("backbone")
+
+        @BACKBONES.register("resnet50")
+        def resnet50(**kw): ...
+
+        BACKBONES.build("resnet50", pretrained=None)
+    """
+
+    def __init__(self, kind: str) -> None:
+        self.kind = kind
+        self._factories: dict[str, Callable[..., Any]] = {}
+
+    def register(self, name: str | None = None) -> Callable[[F], F]:
+        """Decorator that registers a factory under ``name`` (default: the function's name)."""
+
+        def decorator(factory: F) -> F:
+            key = name or factory.__name__
+            if key in self._factories:
+                raise ValueError(f"{self.kind} {key!r} is already registered")
+            self._factories[key] = factory
+            return factory
+
+        return decorator
+
+    def get(self, name: str) -> Callable[..., Any]:
+        """The factory registered as ``name``; unknown names raise with close matches."""
+        try:
+            return self._factories[name]
+        except KeyError:
+            close = difflib.get_close_matches(name, self._factories, n=3, cutoff=0.5)
+            hint = f"; did you mean {', '.join(close)}?" if close else ""
+            raise UnknownNameError(
+                f"unknown {self.kind} {name!r}{hint} (known: {', '.join(sorted(self._factories))})"
+            ) from None
+
+    def build(self, name: str, *args: Any, **kwargs: Any) -> Any:
+        """Call the factory registered as ``name`` with the given arguments."""
+        return self.get(name)(*args, **kwargs)
+
+    def names(self, pattern: str | None = None) -> list[str]:
+        """Sorted registered names, optionally filtered by a shell-style ``pattern``."""
+        names = sorted(self._factories)
+        if pattern:
+            names = [n for n in names if fnmatch.fnmatch(n, pattern)]
+        return names
+
+    def __contains__(self, name: object) -> bool:
+        return name in self._factories
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self.names())
+
+    def __len__(self) -> int:
+        return len(self._factories)

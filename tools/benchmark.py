@@ -1,0 +1,36 @@
+#!/usr/bin/env python
+"""Run one benchmark section: ``python tools/benchmark.py eval|train|detect [--out FILE] ...``.
+
+Each section prints its figures, the baseline measured in the same run and their ratio,
+and writes them as JSON (default ``bench_out/<section>.json``).
+"""
+from __future__ import annotations
+
+import argparse
+import importlib
+import json
+import sys
+from pathlib import Path
+
+from densevit.bench import SECTIONS, environment, write_json_atomic
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__)
+    sub = parser.add_subparsers(dest="section", required=True)
+    for name in SECTIONS:
+        module = importlib.import_module(f"densevit.bench.{name}")
+        section = sub.add_parser(name, help=(module.__doc__ or "").strip().splitlines()[0])
+        section.add_argument("--out", type=Path, default=Path("bench_out") / f"{name}.json")
+        module.add_arguments(section)
+        section.set_defaults(module=module)
+    args = parser.parse_args(argv)
+    results = {"section": args.section, "environment": environment(), **args.module.run(args)}
+    write_json_atomic(results, args.out)
+    print(json.dumps(results, indent=2))
+    print(f"wrote {args.out}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
