@@ -8,6 +8,8 @@ config sections.
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
+from argparse import Namespace
+from pathlib import Path
 from typing import Any, Callable, ClassVar, Protocol
 
 import torch
@@ -67,6 +69,14 @@ class Task(ABC):
     @abstractmethod
     def build_evaluator(self) -> Evaluator:
         """A fresh evaluator for the validation set."""
+
+    @abstractmethod
+    def predict(self, model: nn.Module, inputs: list[Path], out_dir: Path, options: Namespace) -> None:
+        """Run ``model`` (in eval mode, on its device) over input files and write results to ``out_dir``.
+
+        ``options`` holds the ``densevit predict`` flags (``score_threshold``, ``overlap``,
+        ``batch_size``, ``device``...).
+        """
 
     def to_device(self, batch: tuple[Any, Any], device: torch.device) -> tuple[Any, Any]:
         """Move a batch to ``device`` (tensors, and tensors inside lists and dicts)."""
