@@ -23,6 +23,7 @@ from typing import Any, Literal, Sequence, Union
 import yaml
 
 from densevit.errors import ConfigError
+from densevit.registry import UnknownNameError
 
 
 @dataclass
@@ -138,7 +139,10 @@ def read_yaml_with_bases(path: str | Path, _seen: tuple[Path, ...] = ()) -> dict
         return data
     if not isinstance(base, str):
         raise ConfigError(f"{path}: _base_ must be one file name, got {base!r}")
-    merged = read_yaml_with_bases(path.parent / base, (*_seen, path))
+    base_path = path.parent / base
+    if not base_path.is_file():
+        raise ConfigError(f"{path}: _base_: cannot read config {str(base_path)!r}: no such file")
+    merged = read_yaml_with_bases(base_path, (*_seen, path))
     return deep_merge(merged, data)
 
 
@@ -277,14 +281,18 @@ def _type_error(where: str, path: str, tp: Any, value: Any) -> ConfigError:
 def build_config(data: dict[str, Any], where: str = "<config>") -> ExperimentConfig:
     """Turn a merged mapping into an :class:`ExperimentConfig`, with task-specific sections."""
     from densevit.engine.task import TASKS
+    from densevit.models import import_model_packages
 
     data = dict(data)
     task_name = data.get("task")
+    if task_name not in TASKS:
+        import_model_packages()  # the task packages register their tasks when imported
     if not isinstance(task_name, str) or not task_name:
         raise ConfigError(f"{where}: task: required, one of {', '.join(TASKS.names())}")
-    if task_name not in TASKS:
-        raise ConfigError(f"{where}: task: unknown task {task_name!r} (known: {', '.join(TASKS.names())})")
-    task_cls = TASKS.get(task_name)
+    try:
+        task_cls = TASKS.get(task_name)
+    except UnknownNameError as err:
+        raise ConfigError(f"{where}: task: {err}") from None
     sections = {"data": task_cls.data_config, "loss": task_cls.loss_config}
     typed = {name: from_dict(cls, data.pop(name, None) or {}, where, name) for name, cls in sections.items()}
     cfg = from_dict(ExperimentConfig, data, where)

@@ -17,18 +17,19 @@ MODELS = Registry("model")
 _MODEL_PACKAGES = ("densevit.detection", "densevit.segmentation")
 
 
-def _import_model_packages() -> None:
+def import_model_packages() -> None:
+    """Import the task packages, whose ``__init__`` register their models and tasks."""
     for package in _MODEL_PACKAGES:
         importlib.import_module(package)
 
 
 def create_model(name: str, num_classes: int, **kwargs: Any) -> nn.Module:
     """Build the registered model ``name`` (``detr_r50``, ``transunet_r50_vitb16``, ...)."""
-    _import_model_packages()
+    import_model_packages()
     return MODELS.build(name, num_classes=num_classes, **kwargs)
 
 
 def list_models(pattern: str | None = None) -> list[str]:
     """Registered model names, optionally filtered by a shell-style pattern."""
-    _import_model_packages()
+    import_model_packages()
     return MODELS.names(pattern)
