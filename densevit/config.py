@@ -58,9 +58,9 @@ class ScheduleConfig:
     warmup_factor: float = 0.001
     milestones: list[int] = field(default_factory=list)  # in iterations, for "step"
     milestone_epochs: list[int] = field(default_factory=list)  # in epochs, for "step"
-    gamma: float = 0.1
+    gamma: float = 0.1  # for "step": the factor applied at each milestone
     power: float = 0.9  # for "poly"
-    min_lr: float = 0.0
+    min_lr: float = 0.0  # for "poly"/"cosine": the final lr of groups at optim.lr (others scale)
 
 
 @dataclass
@@ -81,8 +81,13 @@ class TrainConfig:
     best_metric: str = ""  # e.g. "AP" or "mIoU"; empty disables best-checkpoint tracking
     best_mode: Literal["max", "min"] = "max"
     nan_policy: Literal["stop", "skip"] = "stop"
-    log_every: int = 10
-    device: str = "auto"
+    log_every: int = 10  # iterations between metrics.jsonl / TensorBoard records
+    device: str = "auto"  # auto | cpu | cuda | cuda:N (the CLI's --device wins)
+    eval_batch_size: int = 0  # per process; 0 = batch_size
+    find_unused_parameters: bool = False  # DDP: for models whose loss skips some parameters
+    progress: bool = True  # tqdm bar on the main process
+    tensorboard: bool = True  # TensorBoard scalars when tensorboard is installed
+    imports: list[str] = field(default_factory=list)  # modules that register custom tasks/models
 
 
 @dataclass

@@ -78,6 +78,15 @@ class Task(ABC):
         ``batch_size``, ``device``...).
         """
 
+    def eval_step(self, model: nn.Module, images: Any, targets: Any, postprocess: Callable[[Any, Any], Any]) -> Any:
+        """Predictions for one validation batch, in the evaluator's format.
+
+        The default is ``postprocess(model(images), targets)``; a task overrides it when
+        inference differs from a plain forward pass (sliding windows, whole volumes as slices).
+        The trainer calls it under ``torch.no_grad()`` and autocast, with ``model`` in eval mode.
+        """
+        return postprocess(model(images), targets)
+
     def to_device(self, batch: tuple[Any, Any], device: torch.device) -> tuple[Any, Any]:
         """Move a batch to ``device`` (tensors, and tensors inside lists and dicts)."""
         return move_to_device(batch, device)

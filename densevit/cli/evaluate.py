@@ -1,0 +1,39 @@
+"""``densevit evaluate CONFIG --checkpoint PATH [--set k=v ...] [--out FILE] [--device D]``."""
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    parser = subparsers.add_parser(
+        "evaluate",
+        help="score a checkpoint on the config's validation set",
+        description="Load the weights of CHECKPOINT into the model of CONFIG, run the task's "
+        "evaluator over the validation set and print the metrics as JSON.",
+    )
+    parser.add_argument("config", type=Path, help="experiment YAML file")
+    parser.add_argument("--checkpoint", type=Path, required=True, help="a .pth written by densevit train")
+    parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                        help="override a config value (repeatable)")
+    parser.add_argument("--out", type=Path, help="also write the metrics to this JSON file")
+    parser.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N (default: train.device)")
+    parser.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from densevit.engine.build import load_experiment
+    from densevit.engine.distributed import launcher_rank
+    from densevit.engine.logs import write_text_atomic
+    from densevit.engine.trainer import evaluate
+
+    cfg = load_experiment(args.config, args.overrides)
+    cfg.model.pretrained = None  # the checkpoint provides every weight
+    metrics = evaluate(cfg, args.checkpoint, device=args.device)
+    if launcher_rank() == 0:
+        text = json.dumps(metrics, indent=2, default=lambda v: v.tolist() if hasattr(v, "tolist") else str(v))
+        if args.out:
+            write_text_atomic(args.out, text + "\n")
+        print(text)
+    return 0

@@ -1,0 +1,52 @@
+"""``densevit train CONFIG [--set k=v ...] [--resume PATH|auto] [--out DIR] [--device D]``.
+
+Runs under ``torchrun --nproc-per-node N -m densevit train ...`` unchanged (DDP).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+from densevit.engine.build import load_experiment
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    parser = subparsers.add_parser(
+        "train",
+        help="train a model from a config file (one process, or many under torchrun)",
+        description="Train the experiment CONFIG. The run directory receives the resolved config "
+        "(config.yaml), metrics.jsonl, TensorBoard scalars, curves.png, checkpoints (last.pth, "
+        "best.pth) and the final validation metrics (metrics.json). Ctrl-C or SIGTERM writes a "
+        "resumable checkpoint before exiting.",
+    )
+    parser.add_argument("config", type=Path, help="experiment YAML file")
+    parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                        help="override a config value, e.g. --set train.epochs=3 (repeatable)")
+    parser.add_argument("--resume", metavar="PATH|auto",
+                        help="continue from a checkpoint; 'auto' takes the newest in the run directory")
+    parser.add_argument("--out", type=Path,
+                        help="run directory (default: runs/<config name>)")
+    parser.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N (default: train.device)")
+    parser.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from densevit.engine.trainer import NonFiniteLossError, TrainingInterrupted, train
+
+    cfg = load_experiment(args.config, args.overrides)
+    out_dir = args.out or Path("runs") / (cfg.name or args.config.stem)
+    try:
+        metrics = train(cfg, out_dir, resume=args.resume, device=args.device)
+    except NonFiniteLossError as err:
+        print(f"densevit train: error: {err}", file=sys.stderr)
+        return 1
+    except TrainingInterrupted as err:
+        print(f"densevit train: {err}", file=sys.stderr)
+        return 130
+    from densevit.engine.distributed import launcher_rank
+
+    if launcher_rank() == 0:
+        print(json.dumps({"run_dir": str(out_dir), "metrics": metrics}))
+    return 0

@@ -1,0 +1,128 @@
+"""Checkpoint files: written atomically, read as data only.
+
+A checkpoint is one ``torch.save`` file holding plain containers and tensors:
+
+* ``model``: the model's state dict;
+* ``config``: the experiment config as a plain dict (``ExperimentConfig.to_dict()``);
+* ``class_names``: the names of the classes the model predicts;
+* for resuming: ``optimizer``, ``scheduler``, ``scaler``, ``epoch``, ``step``,
+  ``batch_in_epoch`` (the sampler's position in the epoch), ``best`` and ``rng`` (python,
+  numpy, torch and CUDA generator states, one entry per process).
+
+Writing goes through a temporary file in the target's folder and ``os.replace``, so a crash
+mid-write leaves the previous file whole. Reading uses ``torch.load(weights_only=True)``: a
+checkpoint is data, never code.
+"""
+from __future__ import annotations
+
+import os
+import pickle
+import tempfile
+import zipfile
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from densevit.errors import UserInputError
+
+LAST = "last.pth"
+BEST = "best.pth"
+
+
+class NonFiniteCheckpointError(RuntimeError):
+    """Refused to write a checkpoint whose model holds NaN or Inf values."""
+
+
+def save_checkpoint(state: dict[str, Any], path: str | Path) -> None:
+    """Write ``state`` to ``path`` atomically.
+
+    Refuses (``NonFiniteCheckpointError``, nothing written) when any floating-point tensor in
+    ``state["model"]`` is NaN or Inf, so that a diverged run never replaces a good file.
+    """
+    path = Path(path)
+    bad = nonfinite_tensors(state.get("model", {}))
+    if bad:
+        shown = ", ".join(bad[:5]) + (f" and {len(bad) - 5} more" if len(bad) > 5 else "")
+        raise NonFiniteCheckpointError(f"{path}: not written: non-finite values in model tensors {shown}")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as handle:
+            torch.save(state, handle)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.chmod(tmp, public_file_mode())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def public_file_mode() -> int:
+    """The mode a plain ``open`` would give (``mkstemp`` makes files private to their owner)."""
+    mask = os.umask(0)
+    os.umask(mask)
+    return 0o666 & ~mask
+
+
+def nonfinite_tensors(state_dict: dict[str, Any]) -> list[str]:
+    """Names of the floating-point tensors in ``state_dict`` holding a NaN or Inf."""
+    return [
+        name
+        for name, value in state_dict.items()
+        if isinstance(value, torch.Tensor) and value.is_floating_point() and not torch.isfinite(value).all()
+    ]
+
+
+def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") -> dict[str, Any]:
+    """Read a checkpoint written by :func:`save_checkpoint` (or any plain state-dict file).
+
+    Raises ``UserInputError`` naming the file when it is missing, truncated or corrupt, or
+    holds pickled objects other than tensors and plain containers.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise UserInputError(f"{path}: checkpoint not found")
+    corrupt = f"{path}: cannot read checkpoint: the file is truncated or corrupt"
+    if not zipfile.is_zipfile(path):  # torch.save writes a zip archive; anything else is damaged
+        raise UserInputError(f"{corrupt} (not a torch.save archive)")
+    try:
+        state = torch.load(path, map_location=map_location, weights_only=True)
+    except pickle.UnpicklingError as err:
+        raise UserInputError(
+            f"{path}: refused to load: the checkpoint holds pickled Python objects, not only tensors "
+            f"and plain containers ({_unsupported_global(err)}); a checkpoint must be data, never code"
+        ) from None
+    except (RuntimeError, EOFError, zipfile.BadZipFile, OSError, ValueError) as err:
+        raise UserInputError(f"{corrupt} ({_first_line(err)})") from None
+    if not isinstance(state, dict):
+        raise UserInputError(f"{path}: expected a checkpoint dict, got {type(state).__name__}")
+    return state
+
+
+def model_state(checkpoint: dict[str, Any], path: str | Path) -> dict[str, torch.Tensor]:
+    """The model state dict inside ``checkpoint`` (a bare state dict is accepted as is)."""
+    state = checkpoint.get("model", checkpoint)
+    if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
+        raise UserInputError(f"{path}: field 'model': expected a state dict of tensors")
+    return state
+
+
+def find_resume_checkpoint(run_dir: str | Path) -> Path | None:
+    """The most recently written checkpoint (``*.pth``) in ``run_dir``, or None."""
+    candidates = [p for p in Path(run_dir).glob("*.pth") if p.is_file()]
+    return max(candidates, key=lambda p: p.stat().st_mtime_ns) if candidates else None
+
+
+def _unsupported_global(err: pickle.UnpicklingError) -> str:
+    """The line of torch's long message that names the refused class."""
+    for line in str(err).splitlines():
+        if "Unsupported global" in line or "Unsupported operand" in line:
+            return line.strip().split(" was not")[0]
+    return _first_line(err)
+
+
+def _first_line(err: BaseException) -> str:
+    text = str(err).strip().splitlines()
+    return text[0].split(". ")[0] if text else type(err).__name__

@@ -1,0 +1,615 @@
+"""The training loop, the same for every task.
+
+A :class:`~densevit.engine.task.Task` supplies the model, criterion, datasets, collate,
+postprocessor and evaluator; the loop supplies devices, mixed precision, DDP, gradient
+accumulation and clipping, the schedule, evaluation, checkpoints, exact resume, signal
+handling, non-finite loss checks and logs.
+
+Counting: a *micro-batch* is one forward/backward on ``train.batch_size`` samples per
+process; a *step* (iteration) is one optimiser update after ``train.accumulate_steps``
+micro-batches. Schedules, ``train.iters`` and iteration-based cadences count steps.
+"""
+from __future__ import annotations
+
+import contextlib
+import itertools
+import json
+import math
+import signal
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Iterator
+
+import torch
+import yaml
+from torch import nn
+from torch.nn.parallel import DistributedDataParallel
+from torch.utils.data import DataLoader, Dataset
+from tqdm import tqdm
+
+from densevit.config import ExperimentConfig
+from densevit.engine import distributed as dist
+from densevit.engine.build import build_task, load_model_weights
+from densevit.engine.checkpoint import BEST, LAST, find_resume_checkpoint, load_checkpoint, save_checkpoint
+from densevit.engine.logs import RunLogger, write_text_atomic
+from densevit.engine.optim import build_optimizer, build_scheduler
+from densevit.engine.runtime import (
+    autocast,
+    channels_last,
+    grad_scaler,
+    resolve_device,
+    resolve_precision,
+    rng_state,
+    seed_everything,
+    set_deterministic,
+    set_rng_state,
+)
+from densevit.engine.sampler import ResumableDistributedSampler, ShardSampler
+from densevit.engine.task import Task
+from densevit.errors import ConfigError, UserInputError
+
+CONFIG_FILE = "config.yaml"
+FINAL_METRICS_FILE = "metrics.json"
+
+
+class NonFiniteLossError(RuntimeError):
+    """The loss became NaN or Inf (``train.nan_policy: stop``); no checkpoint was written for it."""
+
+
+class TrainingInterrupted(Exception):
+    """SIGINT or SIGTERM arrived; a resumable checkpoint was written first."""
+
+    def __init__(self, message: str, checkpoint: Path | None) -> None:
+        super().__init__(message)
+        self.checkpoint = checkpoint
+
+
+@dataclass
+class LoopState:
+    """Where the loop is: what a checkpoint needs to continue exactly."""
+
+    epoch: int = 0  # the epoch being trained (0-based)
+    batch_in_epoch: int = 0  # micro-batches of this epoch already consumed (by this process)
+    step: int = 0  # optimiser steps done
+    best: float | None = None  # best value of train.best_metric so far
+
+
+class StopRequest:
+    """Turns SIGINT/SIGTERM into a flag the loop checks between steps (a second SIGINT aborts)."""
+
+    SIGNALS = (signal.SIGINT, signal.SIGTERM)
+
+    def __init__(self) -> None:
+        self.signal_name: str | None = None
+        self._previous: dict[int, Any] = {}
+
+    def __enter__(self) -> "StopRequest":
+        if threading.current_thread() is threading.main_thread():
+            for sig in self.SIGNALS:
+                self._previous[sig] = signal.signal(sig, self._handle)
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        for sig, handler in self._previous.items():
+            signal.signal(sig, handler)
+        self._previous.clear()
+
+    def _handle(self, signum: int, frame: Any) -> None:
+        if self.signal_name is not None and signum == signal.SIGINT:
+            raise KeyboardInterrupt  # asked twice: stop now, without the checkpoint
+        self.signal_name = signal.Signals(signum).name
+
+    @property
+    def requested(self) -> bool:
+        return self.signal_name is not None
+
+
+class Trainer:
+    """Builds everything for ``cfg`` and trains it; files go to ``out_dir`` (main process only)."""
+
+    def __init__(self, cfg: ExperimentConfig, out_dir: Path, device: str = "auto") -> None:
+        self.cfg = cfg
+        self.out_dir = Path(out_dir)
+        tcfg = cfg.train
+        self.device = resolve_device(device if device != "auto" else tcfg.device)
+        self.joined_group = dist.init_distributed(self.device)
+        self.rank, self.world = dist.rank(), dist.world_size()
+        self.main = dist.is_main_process()
+        self.precision = resolve_precision(tcfg.precision, self.device)
+        _check_loop_config(cfg)
+        set_deterministic(cfg.deterministic)
+
+        # The same seed on every process for the weights (DDP starts from rank 0's anyway, and
+        # one process must match many); then a per-process seed for data and dropout.
+        seed_everything(cfg.seed)
+        self.task: Task = build_task(cfg)
+        self.model: nn.Module = self.task.build_model().to(self.device)
+        if tcfg.channels_last:
+            self.model = self.model.to(memory_format=torch.channels_last)
+        self.criterion: nn.Module = self.task.build_criterion().to(self.device)
+        train_set, self.val_set = self.task.build_datasets()
+        seed_everything(cfg.seed + self.rank)
+
+        self.sampler = ResumableDistributedSampler(len(train_set), self.world, self.rank, cfg.seed, shuffle=True)
+        self.train_loader = self._loader(train_set, self.sampler, tcfg.batch_size, drop_last=True)
+        self.micro_per_epoch = (len(self.sampler) // tcfg.batch_size) // tcfg.accumulate_steps * tcfg.accumulate_steps
+        self.steps_per_epoch = self.micro_per_epoch // tcfg.accumulate_steps
+        if self.steps_per_epoch == 0:
+            raise ConfigError(
+                f"train.batch_size: {len(train_set)} training samples are fewer than one step needs "
+                f"(batch_size {tcfg.batch_size} x accumulate_steps {tcfg.accumulate_steps} x {self.world} processes)"
+            )
+        self.total_steps = tcfg.epochs * self.steps_per_epoch if tcfg.epochs > 0 else tcfg.iters
+
+        self.optimizer = build_optimizer(self.model, cfg.optim)
+        self.scheduler = build_scheduler(
+            self.optimizer, cfg.schedule, self.total_steps, cfg.optim.lr, self.steps_per_epoch
+        )
+        self.scaler = grad_scaler(self.precision, self.device)
+        self.train_model = self._wrap(self.model)
+        self.state = LoopState()
+        self.logger = RunLogger(self.out_dir, self.main, tensorboard=tcfg.tensorboard)
+        self.stop = StopRequest()
+        self.stop_agreed = False  # every process saw the stop request in the same step
+        self.step_lr = cfg.optim.lr
+
+    # ------------------------------------------------------------------ set-up helpers
+
+    def _loader(self, dataset: Dataset, sampler: Any, batch_size: int, drop_last: bool) -> DataLoader:
+        # A loader-owned generator: creating an iterator draws worker seeds from it rather
+        # than from the global RNG, whose state must only move with training itself.
+        return DataLoader(
+            dataset,
+            batch_size=batch_size,
+            sampler=sampler,
+            drop_last=drop_last,
+            num_workers=self.cfg.train.num_workers,
+            collate_fn=self.task.collate,
+            pin_memory=self.device.type == "cuda",
+            generator=torch.Generator(),
+        )
+
+    def _wrap(self, model: nn.Module) -> nn.Module:
+        wrapped = model
+        if self.world > 1:
+            wrapped = DistributedDataParallel(
+                model,
+                device_ids=[self.device.index] if self.device.type == "cuda" else None,
+                find_unused_parameters=self.cfg.train.find_unused_parameters,
+            )
+        if self.cfg.train.compile:
+            wrapped = torch.compile(wrapped)
+        return wrapped
+
+    # ------------------------------------------------------------------ checkpoints
+
+    def checkpoint_state(self) -> dict[str, Any]:
+        """Everything needed to continue; gathers every process's RNG state (collective)."""
+        rngs = dist.all_gather_objects(rng_state())
+        return {
+            "model": self.model.state_dict(),
+            "config": self.cfg.to_dict(),
+            "class_names": list(self.task.class_names()),
+            "optimizer": self.optimizer.state_dict(),
+            "scheduler": self.scheduler.state_dict(),
+            "scaler": self.scaler.state_dict() if self.scaler is not None else None,
+            "epoch": self.state.epoch,
+            "batch_in_epoch": self.state.batch_in_epoch,
+            "step": self.state.step,
+            "best": self.state.best,
+            "world_size": self.world,
+            "rng": rngs,
+        }
+
+    def save(self, name: str) -> Path:
+        """Write checkpoint ``name`` in the run directory (main process; all must call)."""
+        state = self.checkpoint_state()
+        path = self.out_dir / name
+        if self.main:
+            save_checkpoint(state, path)
+        dist.barrier()
+        return path
+
+    def resume(self, path: Path) -> None:
+        """Restore model, optimiser, scheduler, scaler, position and RNG states from ``path``."""
+        checkpoint = load_checkpoint(path, map_location=self.device)
+        for key in ("optimizer", "scheduler", "step", "epoch", "rng"):
+            if key not in checkpoint:
+                raise UserInputError(f"{path}: field {key!r} missing: not a resumable training checkpoint")
+        if checkpoint.get("world_size", self.world) != self.world:
+            raise UserInputError(
+                f"{path}: written by {checkpoint['world_size']} processes; resume with the same number "
+                f"(now {self.world}) so that every process continues its own shard"
+            )
+        load_model_weights(self.model, checkpoint, path)
+        try:
+            self.optimizer.load_state_dict(checkpoint["optimizer"])
+            self.scheduler.load_state_dict(checkpoint["scheduler"])
+        except (ValueError, KeyError) as err:
+            raise UserInputError(f"{path}: field 'optimizer'/'scheduler' does not fit this config: {err}") from None
+        if self.scaler is not None and checkpoint.get("scaler"):
+            self.scaler.load_state_dict(checkpoint["scaler"])
+        self.state = LoopState(
+            epoch=int(checkpoint["epoch"]),
+            batch_in_epoch=int(checkpoint.get("batch_in_epoch", 0)),
+            step=int(checkpoint["step"]),
+            best=checkpoint.get("best"),
+        )
+        set_rng_state(checkpoint["rng"][self.rank])
+        self.logger.truncate_after(self.state.step)
+
+    # ------------------------------------------------------------------ the loop
+
+    def fit(self, resume: str | Path | None = None) -> dict[str, Any]:
+        """Train to the end (or to a signal) and return the final validation metrics."""
+        if self.main:
+            self.out_dir.mkdir(parents=True, exist_ok=True)
+            write_text_atomic(self.out_dir / CONFIG_FILE, yaml.safe_dump(self.cfg.to_dict(), sort_keys=False))
+        path = self._resume_path(resume)
+        if path is not None:
+            self.resume(path)
+            self._print(f"resumed from {path} at step {self.state.step}/{self.total_steps} (epoch {self.state.epoch})")
+        last_eval_step = -1
+        metrics: dict[str, Any] = {}
+        bar = tqdm(
+            total=self.total_steps,
+            initial=self.state.step,
+            disable=not (self.main and self.cfg.train.progress),
+            dynamic_ncols=True,
+            unit="it",
+        )
+        try:
+            with self.stop:
+                while self.state.step < self.total_steps:
+                    for _ in self._train_steps(bar):
+                        if self.stop_agreed:
+                            self._interrupt()
+                        if self._iteration_based() and self._due(self.state.step, self.cfg.train.eval_every):
+                            metrics, last_eval_step = self._validate(), self.state.step
+                        if self._iteration_based() and self._due(self.state.step, self.cfg.train.checkpoint_every):
+                            self.save(LAST)
+                    if self.stop_agreed:
+                        self._interrupt()
+                    if self.state.batch_in_epoch >= self.micro_per_epoch:  # a whole epoch done
+                        self.state.epoch += 1
+                        self.state.batch_in_epoch = 0
+                        if not self._iteration_based():
+                            if self._due(self.state.epoch, self.cfg.train.eval_every):
+                                metrics, last_eval_step = self._validate(), self.state.step
+                            if self._due(self.state.epoch, self.cfg.train.checkpoint_every):
+                                self.save(LAST)
+                if last_eval_step != self.state.step:
+                    metrics = self._validate()
+                self.save(LAST)
+        finally:
+            bar.close()
+            self.logger.close(plot=self.main)
+        if self.main:
+            write_text_atomic(self.out_dir / FINAL_METRICS_FILE, json.dumps(_plain_metrics(metrics), indent=2))
+        return metrics
+
+    def _train_steps(self, bar: tqdm) -> Iterator[None]:
+        """Run the rest of the current epoch (at most to ``total_steps``); yields after each step."""
+        tcfg = self.cfg.train
+        accumulate = tcfg.accumulate_steps
+        self.sampler.set_position(self.state.epoch, self.state.batch_in_epoch * tcfg.batch_size)
+        self.train_loader.generator.manual_seed(self.cfg.seed * 100_003 + self.state.epoch)
+        remaining_micro = self.micro_per_epoch - self.state.batch_in_epoch
+        remaining_micro = min(remaining_micro, (self.total_steps - self.state.step) * accumulate)
+        batches = itertools.islice(iter(self.train_loader), remaining_micro)
+        self.train_model.train()
+        window: dict[str, list[float]] = {}
+        started = time.perf_counter()
+        while True:
+            chunk = list(itertools.islice(batches, accumulate))
+            if len(chunk) < accumulate:
+                return
+            terms = self._optimizer_step(chunk)
+            self.state.batch_in_epoch += accumulate
+            self.state.step += 1
+            for name, value in terms.items():
+                window.setdefault(name, []).append(value)
+            lr = self.step_lr
+            bar.set_postfix(loss=f"{terms['loss']:.4f}", lr=f"{lr:.2e}", epoch=self.state.epoch, refresh=False)
+            bar.update(1)
+            if self.state.step % max(tcfg.log_every, 1) == 0 or self.state.step == self.total_steps:
+                averages = dist.all_reduce_mean({k: sum(v) / len(v) for k, v in window.items()}, self.device)
+                elapsed = time.perf_counter() - started
+                self.logger.log(
+                    {
+                        "split": "train",
+                        "step": self.state.step,
+                        "epoch": self.state.epoch,
+                        "lr": lr,
+                        **averages,
+                        "steps_per_s": len(window["loss"]) / max(elapsed, 1e-9),
+                    }
+                )
+                window, started = {}, time.perf_counter()
+            yield
+
+    def _optimizer_step(self, chunk: list[Any]) -> dict[str, float]:
+        """Forward/backward over the micro-batches of one step, checks, then one update.
+
+        Returns the step's loss terms (averaged over its micro-batches, this process).
+        """
+        tcfg = self.cfg.train
+        sums: dict[str, float] = {}
+        for index, batch in enumerate(chunk):
+            images, targets = self.task.to_device(batch, self.device)
+            if tcfg.channels_last:
+                images = channels_last(images)
+            last = index == len(chunk) - 1
+            # Gradients are averaged across processes only on the last micro-batch of a step.
+            sync = contextlib.nullcontext() if last or self.world == 1 else self.train_model.no_sync()
+            with sync:
+                with autocast(self.precision, self.device):
+                    outputs = self.train_model(images)
+                    losses = self.criterion(outputs, targets)
+                loss = losses["loss"].float() / len(chunk)
+                if self.scaler is not None:
+                    self.scaler.scale(loss).backward()
+                else:
+                    loss.backward()
+            values = _loss_values(losses)
+            for name, value in values.items():
+                sums[name] = sums.get(name, 0.0) + value / len(chunk)
+            if not math.isfinite(values["loss"]):
+                sums["loss"] = values["loss"]  # keep the offending value for the message
+        # One small collective per step: did any process see a non-finite loss, or a signal?
+        # Acting on the reduced flags keeps every process stopping at the same step.
+        flags = torch.tensor(
+            [0.0 if math.isfinite(sums["loss"]) else 1.0, 1.0 if self.stop.requested else 0.0], device=self.device
+        )
+        nonfinite, stop = (bool(f > 0) for f in dist.all_reduce_sum(flags).tolist())
+        if stop:
+            self.stop_agreed = True
+            self.stop.signal_name = self.stop.signal_name or "a signal to another process"
+        if nonfinite:
+            return self._non_finite(sums)
+        self.step_lr = self.optimizer.param_groups[0]["lr"]  # the lr of this update, for the logs
+        if tcfg.clip_grad_norm > 0:
+            if self.scaler is not None:
+                self.scaler.unscale_(self.optimizer)
+            torch.nn.utils.clip_grad_norm_(self.model.parameters(), tcfg.clip_grad_norm)
+        if self.scaler is not None:
+            self.scaler.step(self.optimizer)
+            self.scaler.update()
+        else:
+            self.optimizer.step()
+        self.optimizer.zero_grad(set_to_none=True)
+        self.scheduler.step()
+        return sums
+
+    def _non_finite(self, terms: dict[str, float]) -> dict[str, float]:
+        """``nan_policy``: stop (no update, no checkpoint) or skip this update and go on."""
+        self.optimizer.zero_grad(set_to_none=True)
+        shown = ", ".join(f"{k}={v:.6g}" for k, v in terms.items())
+        where = f"step {self.state.step + 1} (epoch {self.state.epoch})"
+        if self.cfg.train.nan_policy == "skip":
+            self._print(f"warning: non-finite loss at {where}: {shown}; update skipped (train.nan_policy: skip)")
+            self.scheduler.step()
+            return terms
+        latest = find_resume_checkpoint(self.out_dir)
+        kept = f"the last good checkpoint is {latest}" if latest else "no checkpoint had been written yet"
+        raise NonFiniteLossError(
+            f"non-finite loss at {where}: {shown}; training stopped before the update ({kept}; "
+            "lower optim.lr, set train.clip_grad_norm, or set train.nan_policy: skip)"
+        )
+
+    def _interrupt(self) -> None:
+        path = self.save(LAST)
+        raise TrainingInterrupted(
+            f"stopped by {self.stop.signal_name} at step {self.state.step}/{self.total_steps}; "
+            f"resumable checkpoint {path} (continue with --resume {path} or --resume auto)",
+            path,
+        )
+
+    # ------------------------------------------------------------------ evaluation
+
+    def _validate(self) -> dict[str, Any]:
+        """Evaluate, log, and keep ``best.pth`` by ``train.best_metric``; returns the metrics."""
+        if self.val_set is None:
+            return {}
+        metrics = self.evaluate()
+        self.logger.log({"split": "val", "step": self.state.step, "epoch": self.state.epoch, **_plain_metrics(metrics)})
+        name = self.cfg.train.best_metric
+        if name:
+            if name not in metrics:
+                raise ConfigError(
+                    f"train.best_metric: {name!r} is not among the evaluator's metrics ({', '.join(metrics)})"
+                )
+            value = float(metrics[name])
+            best = self.state.best
+            improved = best is None or (value > best if self.cfg.train.best_mode == "max" else value < best)
+            if improved:
+                self.state.best = value
+                self.save(BEST)
+        self.train_model.train()
+        return metrics
+
+    def evaluate(self) -> dict[str, Any]:
+        """Score the validation set: each process runs its shard, the main process scores all."""
+        return evaluate_model(
+            self.task,
+            self.model,
+            self.val_set,
+            self._loader,
+            self.cfg.train.eval_batch_size or self.cfg.train.batch_size,
+            self.device,
+            self.precision,
+            self.cfg.train.channels_last,
+        )
+
+    # ------------------------------------------------------------------ small helpers
+
+    def _iteration_based(self) -> bool:
+        return self.cfg.train.epochs <= 0
+
+    @staticmethod
+    def _due(count: int, every: int) -> bool:
+        return every > 0 and count > 0 and count % every == 0
+
+    def _resume_path(self, resume: str | Path | None) -> Path | None:
+        if resume is None or resume == "":
+            return None
+        if str(resume) == "auto":
+            found = find_resume_checkpoint(self.out_dir)
+            if found is None:
+                self._print(f"--resume auto: no checkpoint in {self.out_dir}; starting from scratch")
+            return found
+        return Path(resume)
+
+    def _print(self, message: str) -> None:
+        if self.main:
+            tqdm.write(message)
+
+    def close(self) -> None:
+        if self.joined_group:
+            dist.shutdown_distributed()
+
+
+def evaluate_model(
+    task: Task,
+    model: nn.Module,
+    dataset: Dataset,
+    make_loader: Any,
+    batch_size: int,
+    device: torch.device,
+    precision: str,
+    use_channels_last: bool = False,
+) -> dict[str, Any]:
+    """Run ``task.eval_step`` over ``dataset`` and return the evaluator's metrics (on every process).
+
+    Under DDP each process takes an unpadded shard; predictions and targets go to the main
+    process batch by batch (on the CPU), so the evaluator sees every sample exactly once.
+    """
+    world, rank = dist.world_size(), dist.rank()
+    sampler = ShardSampler(len(dataset), world, rank)
+    loader = make_loader(dataset, sampler, batch_size, False)
+    rounds = max(dist.all_gather_objects(len(loader)))  # shards may differ by one batch
+    evaluator = task.build_evaluator()
+    evaluator.reset()
+    postprocess = task.build_postprocessor()
+    was_training = model.training
+    model.eval()
+    batches = iter(loader)
+    with torch.no_grad():
+        for _ in range(rounds):
+            batch = next(batches, None)
+            result = None
+            if batch is not None:
+                images, targets = task.to_device(batch, device)
+                if use_channels_last:
+                    images = channels_last(images)
+                with autocast(precision, device):
+                    predictions = task.eval_step(model, images, targets, postprocess)
+                result = (predictions, targets)
+            if world == 1:
+                evaluator.process(*result)
+                continue
+            gathered = dist.all_gather_objects(_to_cpu(result))
+            if dist.is_main_process():
+                for item in gathered:
+                    if item is not None:
+                        evaluator.process(*item)
+    metrics = evaluator.compute() if dist.is_main_process() else None
+    model.train(was_training)
+    return dist.broadcast_object(metrics)
+
+
+def train(cfg: ExperimentConfig, out_dir: Path, resume: str | None = None, device: str = "auto") -> dict[str, Any]:
+    """Train ``cfg`` into run directory ``out_dir``; returns the final validation metrics.
+
+    ``resume``: a checkpoint path, ``"auto"`` (the newest in ``out_dir``, or a fresh start),
+    or None. Raises :class:`NonFiniteLossError` and :class:`TrainingInterrupted`.
+    """
+    trainer = Trainer(cfg, Path(out_dir), device=device)
+    try:
+        return trainer.fit(resume)
+    finally:
+        trainer.close()
+
+
+def evaluate(cfg: ExperimentConfig, checkpoint: str | Path, device: str = "auto") -> dict[str, Any]:
+    """Score the checkpoint's weights on ``cfg``'s validation set (also under torchrun)."""
+    torch_device = resolve_device(device if device != "auto" else cfg.train.device)
+    joined = dist.init_distributed(torch_device)
+    try:
+        task = build_task(cfg)
+        _, val_set = task.build_datasets()
+        if val_set is None:
+            raise ConfigError(f"data: task {cfg.task!r} built no validation dataset from this config")
+        model = task.build_model()
+        load_model_weights(model, load_checkpoint(checkpoint), checkpoint)
+        model.to(torch_device)
+        if cfg.train.channels_last:
+            model = model.to(memory_format=torch.channels_last)
+
+        def make_loader(dataset: Dataset, sampler: Any, batch_size: int, drop_last: bool) -> DataLoader:
+            return DataLoader(
+                dataset,
+                batch_size=batch_size,
+                sampler=sampler,
+                drop_last=drop_last,
+                num_workers=cfg.train.num_workers,
+                collate_fn=task.collate,
+            )
+
+        return evaluate_model(
+            task,
+            model,
+            val_set,
+            make_loader,
+            cfg.train.eval_batch_size or cfg.train.batch_size,
+            torch_device,
+            resolve_precision(cfg.train.precision, torch_device),
+            cfg.train.channels_last,
+        )
+    finally:
+        if joined:
+            dist.shutdown_distributed()
+
+
+# ---------------------------------------------------------------------- module helpers
+
+
+def _check_loop_config(cfg: ExperimentConfig) -> None:
+    t = cfg.train
+    if (t.epochs > 0) == (t.iters > 0):
+        raise ConfigError("train.epochs / train.iters: set exactly one of them to a positive number")
+    for name in ("batch_size", "accumulate_steps"):
+        if getattr(t, name) < 1:
+            raise ConfigError(f"train.{name}: expected a positive integer, got {getattr(t, name)}")
+    for name in ("eval_every", "checkpoint_every", "eval_batch_size", "num_workers"):
+        if getattr(t, name) < 0:
+            raise ConfigError(f"train.{name}: expected 0 or more, got {getattr(t, name)}")
+
+
+def _loss_values(losses: dict[str, torch.Tensor]) -> dict[str, float]:
+    """The loss terms as floats (one device sync for all of them)."""
+    if "loss" not in losses:
+        raise KeyError(f"the criterion must return the weighted sum as 'loss'; it returned {sorted(losses)}")
+    names = sorted(losses, key=lambda n: (n != "loss", n))
+    values = torch.stack([losses[n].detach().float().reshape(()) for n in names]).tolist()
+    return dict(zip(names, values))
+
+
+def _to_cpu(obj: Any) -> Any:
+    if isinstance(obj, torch.Tensor):
+        return obj.cpu()
+    if isinstance(obj, dict):
+        return {k: _to_cpu(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return type(obj)(_to_cpu(v) for v in obj)
+    return obj
+
+
+def _plain_metrics(metrics: dict[str, Any]) -> dict[str, Any]:
+    """Metrics as JSON-ready values (tensors and numpy numbers become Python numbers)."""
+    out = {}
+    for name, value in metrics.items():
+        out[name] = value.tolist() if hasattr(value, "tolist") else value
+    return out

@@ -1,0 +1,172 @@
+"""A tiny, fast, real segmentation task for the engine's tests (registered as ``toy_segmentation``).
+
+Images are seeded Gaussian noise; the mask is the first channel cut at two thresholds into
+three classes, so a small conv net can learn it. Importable by subprocesses through
+``PYTHONPATH=tests/engine`` and ``train.imports: [toy_segmentation_task]``.
+
+Fault injection for the tests lives in the loss config: ``nan_at_call`` makes the N-th
+training call of the criterion (1-based) return NaN; ``interrupt_at_call`` sends this process
+``interrupt_signal`` during the N-th call, as a user's Ctrl-C or a scheduler's SIGTERM would.
+"""
+from __future__ import annotations
+
+import os
+import signal
+from argparse import Namespace
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torch.utils.data import Dataset
+
+from densevit.engine.task import TASKS, Task
+
+CLASS_NAMES = ["low", "mid", "high"]
+THRESHOLDS = (-0.4, 0.4)
+
+
+@dataclass
+class ToyData:
+    train_size: int = 16
+    val_size: int = 8
+    image_size: int = 16
+    flip: bool = True  # random horizontal flips, drawn from the global torch RNG
+
+
+@dataclass
+class ToyLoss:
+    aux_weight: float = 0.01
+    nan_at_call: int = -1
+    interrupt_at_call: int = -1
+    interrupt_signal: str = "SIGINT"
+
+
+def toy_mask(image: torch.Tensor) -> torch.Tensor:
+    """[3,H,W] image -> [H,W] int64 classes 0/1/2 from the first channel."""
+    return torch.bucketize(image[0], torch.tensor(THRESHOLDS)).long()
+
+
+class ToyDataset(Dataset):
+    def __init__(self, size: int, image_size: int, offset: int, flip: bool) -> None:
+        self.size, self.image_size, self.offset, self.flip = size, image_size, offset, flip
+
+    def __len__(self) -> int:
+        return self.size
+
+    def __getitem__(self, index: int) -> tuple[torch.Tensor, torch.Tensor]:
+        generator = torch.Generator().manual_seed(self.offset + index)
+        image = torch.randn(3, self.image_size, self.image_size, generator=generator)
+        if self.flip and torch.rand(()) < 0.5:
+            image = image.flip(-1)
+        return image, toy_mask(image)
+
+
+class ToyNet(nn.Module):
+    """conv3x3 + GroupNorm (per sample, so DDP and one process agree) + dropout + conv1x1."""
+
+    def __init__(self, num_classes: int, width: int = 8, dropout: float = 0.1) -> None:
+        super().__init__()
+        self.backbone = nn.Sequential(nn.Conv2d(3, width, 3, padding=1), nn.GroupNorm(2, width), nn.ReLU())
+        self.pos_embed = nn.Parameter(torch.zeros(1, width, 1, 1))
+        self.dropout = nn.Dropout2d(dropout)
+        self.head = nn.Conv2d(width, num_classes, 1)
+
+    def forward(self, images: torch.Tensor) -> dict[str, torch.Tensor]:
+        """images [B,3,H,W] -> {"logits": [B,K,H,W]}."""
+        return {"logits": self.head(self.dropout(self.backbone(images) + self.pos_embed))}
+
+
+class ToyCriterion(nn.Module):
+    def __init__(self, cfg: ToyLoss) -> None:
+        super().__init__()
+        self.cfg = cfg
+        self.calls = 0
+
+    def forward(self, outputs: dict[str, torch.Tensor], masks: torch.Tensor) -> dict[str, torch.Tensor]:
+        self.calls += 1
+        logits = outputs["logits"]
+        loss_ce = F.cross_entropy(logits, masks)
+        if self.calls == self.cfg.nan_at_call:
+            loss_ce = loss_ce * float("nan")
+        if self.calls == self.cfg.interrupt_at_call:
+            os.kill(os.getpid(), getattr(signal, self.cfg.interrupt_signal))
+        loss_aux = logits.pow(2).mean()
+        return {"loss_ce": loss_ce, "loss_aux": loss_aux, "loss": loss_ce + self.cfg.aux_weight * loss_aux}
+
+
+class ConfusionEvaluator:
+    """mIoU and pixel accuracy from a confusion matrix."""
+
+    def __init__(self, num_classes: int) -> None:
+        self.num_classes = num_classes
+        self.reset()
+
+    def reset(self) -> None:
+        self.matrix = torch.zeros(self.num_classes, self.num_classes, dtype=torch.int64)
+        self.images = 0
+
+    def process(self, predictions: torch.Tensor, targets: torch.Tensor) -> None:
+        k = self.num_classes
+        pairs = targets.cpu().reshape(-1) * k + predictions.cpu().reshape(-1)
+        self.matrix += torch.bincount(pairs, minlength=k * k).reshape(k, k)
+        self.images += len(targets)
+
+    def compute(self) -> dict[str, Any]:
+        m = self.matrix.double()
+        iou = m.diag() / (m.sum(0) + m.sum(1) - m.diag())
+        return {"mIoU": float(iou.nanmean()), "pixel_acc": float(m.diag().sum() / m.sum()), "images": self.images}
+
+
+@TASKS.register("toy_segmentation")
+class ToySegmentationTask(Task):
+    name = "toy_segmentation"
+    data_config = ToyData
+    loss_config = ToyLoss
+
+    def build_model(self) -> nn.Module:
+        return ToyNet(self.cfg.model.num_classes or len(CLASS_NAMES), **self.cfg.model.kwargs)
+
+    def build_criterion(self) -> nn.Module:
+        return ToyCriterion(self.cfg.loss)
+
+    def build_datasets(self) -> tuple[Dataset, Dataset | None]:
+        d = self.cfg.data
+        train = ToyDataset(d.train_size, d.image_size, offset=0, flip=d.flip)
+        val = ToyDataset(d.val_size, d.image_size, offset=100_000, flip=False) if d.val_size else None
+        return train, val
+
+    def collate(self, samples: list[Any]) -> tuple[Any, Any]:
+        images, masks = zip(*samples)
+        return torch.stack(images), torch.stack(masks)
+
+    def build_postprocessor(self) -> Callable[[Any, Any], Any]:
+        return lambda outputs, targets: outputs["logits"].argmax(1)
+
+    def build_evaluator(self) -> ConfusionEvaluator:
+        return ConfusionEvaluator(self.cfg.model.num_classes or len(CLASS_NAMES))
+
+    def class_names(self) -> list[str]:
+        return CLASS_NAMES
+
+    def predict(self, model: nn.Module, inputs: list[Path], out_dir: Path, options: Namespace) -> None:
+        """Each input ``.npy`` [3,H,W] float image -> ``out_dir/<stem>.npy`` [H,W] class indices."""
+        out_dir.mkdir(parents=True, exist_ok=True)
+        device = next(model.parameters()).device
+        with torch.no_grad():
+            for path in inputs:
+                image = torch.from_numpy(np.load(path)).float().to(device)
+                np.save(out_dir / f"{path.stem}.npy", model(image[None])["logits"].argmax(1)[0].cpu().numpy())
+
+
+CONFIG = Path(__file__).with_name("toy.yaml")
+
+
+def toy_config(*overrides: str) -> Any:
+    """The toy experiment, with ``--set``-style overrides."""
+    from densevit.engine.build import load_experiment
+
+    return load_experiment(CONFIG, overrides)
