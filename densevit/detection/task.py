@@ -1,0 +1,210 @@
+"""The ``detection`` task: DETR on COCO-format data, for the task-agnostic trainer."""
+from __future__ import annotations
+
+import json
+import warnings
+from argparse import Namespace
+from dataclasses import dataclass, field
+from functools import cached_property, partial
+from pathlib import Path
+from typing import Any, Callable, Literal
+
+import torch
+from torch import Tensor, nn
+from torch.utils.data import Dataset
+
+from densevit.data.coco import CocoDetection, load_coco
+from densevit.data.collate import collate_detection
+from densevit.data.det_transforms import DETR_SCALES, train_transforms, val_transforms
+from densevit.detection.criterion import SetCriterion
+from densevit.detection.matcher import HungarianMatcher
+from densevit.detection.postprocess import PostProcess
+from densevit.engine.task import TASKS, Task
+from densevit.errors import ConfigError, UserInputError
+
+
+@dataclass
+class DetectionDataConfig:
+    """``data:`` of a detection config: COCO-format files and the augmentation sizes."""
+
+    train_images: str = ""
+    train_annotations: str = ""
+    val_images: str = ""
+    val_annotations: str = ""
+    bad_annotations: Literal["drop", "error"] = "drop"
+    train_scales: list[int] = field(default_factory=lambda: list(DETR_SCALES))
+    max_size: int = 1333
+    crop: bool = True
+    crop_resize_scales: list[int] = field(default_factory=lambda: [400, 500, 600])
+    crop_size: tuple[int, int] = (384, 600)
+    hflip: float = 0.5
+    val_size: int = 800
+    size_divisibility: int = 1  # pad batches to a multiple (ViT needs 16, Swin 32)
+    max_detections: int = 100
+    # Used when the annotation files are not at hand (e.g. predicting on another machine).
+    class_names: list[str] = field(default_factory=list)
+    category_ids: list[int] = field(default_factory=list)
+
+
+@dataclass
+class DetectionLossConfig:
+    """``loss:`` of a detection config: matching costs and loss weights (DETR's by default).
+
+    ``classification: sigmoid`` switches to focal loss with sigmoid scores (Deformable
+    DETR's choice), which converges much faster on small data; use ``weight_class: 2`` and
+    ``cost_class: 2`` with it.
+    """
+
+    classification: Literal["softmax", "sigmoid"] = "softmax"
+    cost_class: float = 1.0
+    cost_bbox: float = 5.0
+    cost_giou: float = 2.0
+    weight_class: float = 1.0
+    weight_bbox: float = 5.0
+    weight_giou: float = 2.0
+    eos_coef: float = 0.1
+    aux_loss: bool = True
+    focal_alpha: float = 0.25
+    focal_gamma: float = 2.0
+
+
+class DetectionEvaluator:
+    """COCO box AP through :class:`densevit.evaluation.coco.COCOEvaluator`, flat scalar metrics."""
+
+    def __init__(self, annotation_file: str, category_ids: list[int]) -> None:
+        from densevit.evaluation.coco import COCOEvaluator
+
+        self.coco = COCOEvaluator(annotation_file, iou_types=("bbox",), label_to_category_id=category_ids)
+
+    def reset(self) -> None:
+        self.coco.reset()
+
+    def process(self, predictions: list[dict[str, Tensor]], targets: list[dict[str, Any]]) -> None:
+        self.coco.process(predictions, targets)
+
+    def compute(self) -> dict[str, float]:
+        """The 12 COCO stats (``AP``, ``AP50``, ...)."""
+        stats = self.coco.compute()["bbox"]
+        return {name: value for name, value in stats.items() if name != "per_class"}
+
+
+@TASKS.register("detection")
+class DetectionTask(Task):
+    """DETR: model, set criterion, COCO datasets, padding collate, box postprocessing, COCO AP."""
+
+    name = "detection"
+    data_config = DetectionDataConfig
+    loss_config = DetectionLossConfig
+
+    # ------------------------------------------------------------------ classes
+
+    @cached_property
+    def categories(self) -> tuple[list[int], list[str]]:
+        """(category ids, class names) in contiguous-label order."""
+        data = self.cfg.data
+        for path in (data.train_annotations, data.val_annotations):
+            if path and Path(path).is_file():
+                cats = sorted(load_coco(path).dataset["categories"], key=lambda c: int(c["id"]))
+                return [int(c["id"]) for c in cats], [str(c.get("name", c["id"])) for c in cats]
+        if data.class_names:
+            ids = data.category_ids or list(range(1, len(data.class_names) + 1))
+            if len(ids) != len(data.class_names):
+                raise ConfigError(f"data.category_ids: {len(ids)} ids for {len(data.class_names)} class_names")
+            return list(ids), list(data.class_names)
+        count = self.num_classes
+        warnings.warn("no annotation file or data.class_names: classes are named by index", stacklevel=2)
+        return list(range(1, count + 1)), [f"class {i}" for i in range(1, count + 1)]
+
+    @cached_property
+    def num_classes(self) -> int:
+        """``model.num_classes``, or (when 0) the number of categories in the annotation file."""
+        if self.cfg.model.num_classes > 0:
+            return self.cfg.model.num_classes
+        path = self.cfg.data.train_annotations or self.cfg.data.val_annotations
+        if not path and self.cfg.data.class_names:
+            return len(self.cfg.data.class_names)
+        if not path:
+            raise ConfigError("model.num_classes: 0 means 'from the data', but data.train_annotations is empty")
+        return len(load_coco(path).dataset["categories"])
+
+    def class_names(self) -> list[str]:
+        return self.categories[1]
+
+    # ------------------------------------------------------------------ builders
+
+    def build_model(self) -> nn.Module:
+        from densevit.models import create_model
+
+        kwargs = dict(self.cfg.model.kwargs)
+        kwargs.setdefault("classification", self.cfg.loss.classification)
+        kwargs.setdefault("aux_loss", self.cfg.loss.aux_loss)
+        model = create_model(self.cfg.model.name, num_classes=self.num_classes, **kwargs)
+        if self.cfg.model.pretrained:
+            load_detector_weights(model, self.cfg.model.pretrained)
+        return model
+
+    def build_criterion(self) -> nn.Module:
+        loss = self.cfg.loss
+        matcher = HungarianMatcher(loss.cost_class, loss.cost_bbox, loss.cost_giou, loss.classification,
+                                   loss.focal_alpha, loss.focal_gamma)
+        return SetCriterion(self.num_classes, matcher, loss.weight_class, loss.weight_bbox, loss.weight_giou,
+                            loss.eos_coef, loss.aux_loss, loss.classification, loss.focal_alpha, loss.focal_gamma)
+
+    def build_datasets(self) -> tuple[Dataset, Dataset | None]:
+        data = self.cfg.data
+        for key in ("train_images", "train_annotations"):
+            if not getattr(data, key):
+                raise ConfigError(f"data.{key}: required (a folder of images and a COCO instances JSON)")
+        train = CocoDetection(data.train_images, data.train_annotations, train_transforms(
+            data.train_scales, data.max_size, data.crop_resize_scales, data.crop_size, data.crop, data.hflip),
+            data.bad_annotations)
+        val = None
+        if data.val_annotations:
+            val = CocoDetection(data.val_images or data.train_images, data.val_annotations,
+                                self.eval_transforms(), data.bad_annotations)
+        return train, val
+
+    def eval_transforms(self) -> Any:
+        return val_transforms(self.cfg.data.val_size, self.cfg.data.max_size)
+
+    def collate(self, samples: list[Any]) -> tuple[Any, Any]:
+        return collate_detection(samples, self.cfg.data.size_divisibility)
+
+    def build_postprocessor(self) -> Callable[[Any, Any], Any]:
+        postprocess = PostProcess(self.cfg.loss.classification, self.cfg.data.max_detections)
+
+        def to_predictions(outputs: dict[str, Any], targets: list[dict[str, Any]]) -> list[dict[str, Tensor]]:
+            sizes = torch.stack([t["orig_size"] for t in targets]).to(outputs["pred_boxes"].device)
+            return postprocess(outputs, sizes)
+
+        return to_predictions
+
+    def build_evaluator(self) -> DetectionEvaluator:
+        if not self.cfg.data.val_annotations:
+            raise ConfigError("data.val_annotations: required for evaluation")
+        return DetectionEvaluator(self.cfg.data.val_annotations, self.categories[0])
+
+    def predict(self, model: nn.Module, inputs: list[Path], out_dir: Path, options: Namespace) -> None:
+        from densevit.detection.predict import predict_images
+
+        predict_images(self, model, inputs, out_dir, options)
+
+
+def load_detector_weights(model: nn.Module, path: str | Path) -> None:
+    """Load a whole-detector checkpoint (ours, or converted); tensors whose shape differs (a
+    class head for another number of classes) keep their fresh initialisation, with a note."""
+    from densevit.engine.checkpoint import load_checkpoint, model_state
+
+    state = model_state(load_checkpoint(path), path)
+    own = model.state_dict()
+    kept = {k: v for k, v in state.items() if k in own and own[k].shape == v.shape}
+    resized = sorted(k for k in state if k in own and own[k].shape != state[k].shape)
+    missing = sorted(k for k in own if k not in state)
+    unexpected = sorted(k for k in state if k not in own)
+    if missing or unexpected:
+        shown = ", ".join((missing + unexpected)[:6])
+        raise UserInputError(f"{path}: not weights of this model: {len(missing)} missing and "
+                             f"{len(unexpected)} unexpected tensors ({shown})")
+    model.load_state_dict(kept, strict=False)
+    if resized:
+        warnings.warn(f"{path}: re-initialised {', '.join(resized)} (shape differs: new classes)", stacklevel=2)

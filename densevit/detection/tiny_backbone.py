@@ -1,0 +1,42 @@
+"""A small, fully trained CNN backbone for DETR on small images (CPU demos and tests).
+
+The registry's ResNets follow DETR's fine-tuning layout (frozen batch norm, frozen stem),
+which suits ImageNet-initialised weights; trained from scratch, a network needs batch norm
+that learns. This one has four stride-2 stages of conv-BN-ReLU plus a residual block each.
+"""
+from __future__ import annotations
+
+from typing import Sequence
+
+from torch import Tensor, nn
+
+
+def _conv_bn(in_ch: int, out_ch: int, stride: int) -> nn.Sequential:
+    return nn.Sequential(nn.Conv2d(in_ch, out_ch, 3, stride, 1, bias=False), nn.BatchNorm2d(out_ch), nn.ReLU(inplace=True))
+
+
+class _Residual(nn.Module):
+    def __init__(self, ch: int) -> None:
+        super().__init__()
+        self.block = nn.Sequential(_conv_bn(ch, ch, 1), nn.Conv2d(ch, ch, 3, 1, 1, bias=False), nn.BatchNorm2d(ch))
+        self.relu = nn.ReLU(inplace=True)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.relu(x + self.block(x))
+
+
+class TinyConvNet(nn.Module):
+    """forward(x [B,3,H,W]) -> [x_16 [B,C,ceil(H/16),ceil(W/16)]] (one map; ``.channels``/``.strides``)."""
+
+    def __init__(self, widths: Sequence[int] = (32, 64, 128, 192)) -> None:
+        super().__init__()
+        stages, in_ch = [], 3
+        for width in widths:
+            stages.append(nn.Sequential(_conv_bn(in_ch, width, 2), _Residual(width)))
+            in_ch = width
+        self.stages = nn.Sequential(*stages)
+        self.channels = [widths[-1]]
+        self.strides = [2 ** len(widths)]
+
+    def forward(self, x: Tensor) -> list[Tensor]:
+        return [self.stages(x)]
