@@ -87,6 +87,7 @@ class TrainConfig:
     find_unused_parameters: bool = False  # DDP: for models whose loss skips some parameters
     progress: bool = True  # tqdm bar on the main process
     tensorboard: bool = True  # TensorBoard scalars when tensorboard is installed
+    plot_curves: bool = True  # curves.png at the end of the run when matplotlib is installed
     imports: list[str] = field(default_factory=list)  # modules that register custom tasks/models
 
 

@@ -16,9 +16,10 @@ import itertools
 import json
 import math
 import signal
+import sys
 import threading
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterator
 
@@ -74,6 +75,8 @@ class LoopState:
     batch_in_epoch: int = 0  # micro-batches of this epoch already consumed (by this process)
     step: int = 0  # optimiser steps done
     best: float | None = None  # best value of train.best_metric so far
+    last_eval_step: int = -1  # the step of the latest evaluation
+    metrics: dict[str, Any] = field(default_factory=dict)  # its metrics (JSON-ready)
 
 
 class StopRequest:
@@ -154,6 +157,7 @@ class Trainer:
         self.stop = StopRequest()
         self.stop_agreed = False  # every process saw the stop request in the same step
         self.step_lr = cfg.optim.lr
+        self.last_saved_step = -1
 
     # ------------------------------------------------------------------ set-up helpers
 
@@ -199,6 +203,8 @@ class Trainer:
             "batch_in_epoch": self.state.batch_in_epoch,
             "step": self.state.step,
             "best": self.state.best,
+            "last_eval_step": self.state.last_eval_step,
+            "metrics": self.state.metrics,
             "world_size": self.world,
             "rng": rngs,
         }
@@ -209,6 +215,8 @@ class Trainer:
         path = self.out_dir / name
         if self.main:
             save_checkpoint(state, path)
+        if name == LAST:
+            self.last_saved_step = self.state.step
         dist.barrier()
         return path
 
@@ -236,7 +244,10 @@ class Trainer:
             batch_in_epoch=int(checkpoint.get("batch_in_epoch", 0)),
             step=int(checkpoint["step"]),
             best=checkpoint.get("best"),
+            last_eval_step=int(checkpoint.get("last_eval_step", -1)),
+            metrics=dict(checkpoint.get("metrics") or {}),
         )
+        self.last_saved_step = self.state.step
         set_rng_state(checkpoint["rng"][self.rank])
         self.logger.truncate_after(self.state.step)
 
@@ -251,8 +262,6 @@ class Trainer:
         if path is not None:
             self.resume(path)
             self._print(f"resumed from {path} at step {self.state.step}/{self.total_steps} (epoch {self.state.epoch})")
-        last_eval_step = -1
-        metrics: dict[str, Any] = {}
         bar = tqdm(
             total=self.total_steps,
             initial=self.state.step,
@@ -262,33 +271,39 @@ class Trainer:
         )
         try:
             with self.stop:
-                while self.state.step < self.total_steps:
-                    for _ in self._train_steps(bar):
-                        if self.stop_agreed:
-                            self._interrupt()
-                        if self._iteration_based() and self._due(self.state.step, self.cfg.train.eval_every):
-                            metrics, last_eval_step = self._validate(), self.state.step
-                        if self._iteration_based() and self._due(self.state.step, self.cfg.train.checkpoint_every):
-                            self.save(LAST)
-                    if self.stop_agreed:
-                        self._interrupt()
-                    if self.state.batch_in_epoch >= self.micro_per_epoch:  # a whole epoch done
-                        self.state.epoch += 1
-                        self.state.batch_in_epoch = 0
-                        if not self._iteration_based():
-                            if self._due(self.state.epoch, self.cfg.train.eval_every):
-                                metrics, last_eval_step = self._validate(), self.state.step
-                            if self._due(self.state.epoch, self.cfg.train.checkpoint_every):
+                while True:
+                    if self.state.step < self.total_steps:
+                        for _ in self._train_steps(bar):
+                            if self.stop_agreed:
+                                self._interrupt()
+                            if self._iteration_based() and self._due(self.state.step, self.cfg.train.eval_every):
+                                self._validate()
+                            if self._iteration_based() and self._due(self.state.step, self.cfg.train.checkpoint_every):
                                 self.save(LAST)
-                if last_eval_step != self.state.step:
-                    metrics = self._validate()
-                self.save(LAST)
+                    # After a stop on an epoch's last step, the resumed run closes that epoch here.
+                    if self.state.batch_in_epoch >= self.micro_per_epoch:
+                        self._end_epoch()
+                    if self.state.step >= self.total_steps:
+                        break
+                if self.state.last_eval_step != self.state.step:
+                    self._validate()
+                if self.last_saved_step != self.state.step:
+                    self.save(LAST)
         finally:
             bar.close()
-            self.logger.close(plot=self.main)
+            self.logger.close(plot=self.cfg.train.plot_curves)
         if self.main:
-            write_text_atomic(self.out_dir / FINAL_METRICS_FILE, json.dumps(_plain_metrics(metrics), indent=2))
-        return metrics
+            write_text_atomic(self.out_dir / FINAL_METRICS_FILE, json.dumps(self.state.metrics, indent=2))
+        return self.state.metrics
+
+    def _end_epoch(self) -> None:
+        self.state.epoch += 1
+        self.state.batch_in_epoch = 0
+        if not self._iteration_based():
+            if self._due(self.state.epoch, self.cfg.train.eval_every):
+                self._validate()
+            if self._due(self.state.epoch, self.cfg.train.checkpoint_every):
+                self.save(LAST)
 
     def _train_steps(self, bar: tqdm) -> Iterator[None]:
         """Run the rest of the current epoch (at most to ``total_steps``); yields after each step."""
@@ -409,12 +424,14 @@ class Trainer:
 
     # ------------------------------------------------------------------ evaluation
 
-    def _validate(self) -> dict[str, Any]:
-        """Evaluate, log, and keep ``best.pth`` by ``train.best_metric``; returns the metrics."""
+    def _validate(self) -> None:
+        """Evaluate, log, and keep ``best.pth`` by ``train.best_metric``; metrics go to ``self.state``."""
+        self.state.last_eval_step = self.state.step
         if self.val_set is None:
-            return {}
-        metrics = self.evaluate()
-        self.logger.log({"split": "val", "step": self.state.step, "epoch": self.state.epoch, **_plain_metrics(metrics)})
+            return
+        metrics = _plain_metrics(self.evaluate())
+        self.state.metrics = metrics
+        self.logger.log({"split": "val", "step": self.state.step, "epoch": self.state.epoch, **metrics})
         name = self.cfg.train.best_metric
         if name:
             if name not in metrics:
@@ -428,7 +445,6 @@ class Trainer:
                 self.state.best = value
                 self.save(BEST)
         self.train_model.train()
-        return metrics
 
     def evaluate(self) -> dict[str, Any]:
         """Score the validation set: each process runs its shard, the main process scores all."""
@@ -464,7 +480,7 @@ class Trainer:
 
     def _print(self, message: str) -> None:
         if self.main:
-            tqdm.write(message)
+            tqdm.write(message, file=sys.stderr)
 
     def close(self) -> None:
         if self.joined_group:
