@@ -19,6 +19,7 @@ import signal
 import sys
 import threading
 import time
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterator
@@ -321,7 +322,7 @@ class Trainer:
             chunk = list(itertools.islice(batches, accumulate))
             if len(chunk) < accumulate:
                 return
-            terms = self._optimizer_step(chunk)
+            terms = self.train_step(chunk)
             self.state.batch_in_epoch += accumulate
             self.state.step += 1
             for name, value in terms.items():
@@ -345,7 +346,7 @@ class Trainer:
                 window, started = {}, time.perf_counter()
             yield
 
-    def _optimizer_step(self, chunk: list[Any]) -> dict[str, float]:
+    def train_step(self, chunk: list[Any]) -> dict[str, float]:
         """Forward/backward over the micro-batches of one step, checks, then one update.
 
         Returns the step's loss terms (averaged over its micro-batches, this process).
@@ -395,7 +396,11 @@ class Trainer:
         else:
             self.optimizer.step()
         self.optimizer.zero_grad(set_to_none=True)
-        self.scheduler.step()
+        with warnings.catch_warnings():
+            # The scaler skips the update while it searches its scale; the schedule still
+            # counts the step, which is what this warning is about.
+            warnings.filterwarnings("ignore", message="Detected call of `lr_scheduler.step", category=UserWarning)
+            self.scheduler.step()
         return sums
 
     def _non_finite(self, terms: dict[str, float]) -> dict[str, float]:
