@@ -1,6 +1,7 @@
 """``densevit train CONFIG [--set k=v ...] [--resume PATH|auto] [--out DIR] [--device D]``.
 
-Runs under ``torchrun --nproc-per-node N -m densevit train ...`` unchanged (DDP).
+Runs under ``torchrun --nproc-per-node N -m densevit train ...`` unchanged (DDP); only the
+first process prints.
 """
 from __future__ import annotations
 
@@ -8,8 +9,6 @@ import argparse
 import json
 import sys
 from pathlib import Path
-
-from densevit.engine.build import load_experiment
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -33,20 +32,23 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from densevit.engine.build import load_experiment
+    from densevit.engine.distributed import launcher_rank
     from densevit.engine.trainer import NonFiniteLossError, TrainingInterrupted, train
 
     cfg = load_experiment(args.config, args.overrides)
     out_dir = args.out or Path("runs") / (cfg.name or args.config.stem)
+    main_process = launcher_rank() == 0
     try:
         metrics = train(cfg, out_dir, resume=args.resume, device=args.device)
     except NonFiniteLossError as err:
-        print(f"densevit train: error: {err}", file=sys.stderr)
+        if main_process:
+            print(f"densevit train: error: {err}", file=sys.stderr)
         return 1
     except TrainingInterrupted as err:
-        print(f"densevit train: {err}", file=sys.stderr)
+        if main_process:
+            print(f"densevit train: {err}", file=sys.stderr)
         return 130
-    from densevit.engine.distributed import launcher_rank
-
-    if launcher_rank() == 0:
+    if main_process:
         print(json.dumps({"run_dir": str(out_dir), "metrics": metrics}))
     return 0

@@ -81,12 +81,13 @@ class LoopState:
 
 
 class StopRequest:
-    """Turns SIGINT/SIGTERM into a flag the loop checks between steps (a second SIGINT aborts)."""
+    """Turns SIGINT/SIGTERM into a flag the loop checks between steps (a later second SIGINT aborts)."""
 
     SIGNALS = (signal.SIGINT, signal.SIGTERM)
 
     def __init__(self) -> None:
         self.signal_name: str | None = None
+        self._first_at = 0.0
         self._previous: dict[int, Any] = {}
 
     def __enter__(self) -> "StopRequest":
@@ -100,10 +101,18 @@ class StopRequest:
             signal.signal(sig, handler)
         self._previous.clear()
 
+    # torchrun forwards the Ctrl-C that the terminal also sent each worker: repeats this
+    # close together are one request; a later second Ctrl-C means "stop now".
+    REPEAT_WINDOW_S = 2.0
+
     def _handle(self, signum: int, frame: Any) -> None:
-        if self.signal_name is not None and signum == signal.SIGINT:
-            raise KeyboardInterrupt  # asked twice: stop now, without the checkpoint
+        now = time.monotonic()
+        if self.signal_name is not None:
+            if signum == signal.SIGINT and now - self._first_at > self.REPEAT_WINDOW_S:
+                raise KeyboardInterrupt  # asked twice: stop now, without the checkpoint
+            return
         self.signal_name = signal.Signals(signum).name
+        self._first_at = now
 
     @property
     def requested(self) -> bool:
@@ -119,6 +128,14 @@ class Trainer:
         tcfg = cfg.train
         self.device = resolve_device(device if device != "auto" else tcfg.device)
         self.joined_group = dist.init_distributed(self.device)
+        try:
+            self._build()
+        except BaseException:
+            self.close()  # leave no process group behind a bad config
+            raise
+
+    def _build(self) -> None:
+        cfg, tcfg = self.cfg, self.cfg.train
         self.rank, self.world = dist.rank(), dist.world_size()
         self.main = dist.is_main_process()
         self.precision = resolve_precision(tcfg.precision, self.device)

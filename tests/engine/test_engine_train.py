@@ -143,3 +143,21 @@ def test_resume_refuses_a_truncated_checkpoint(tmp_path, straight):
 
     with pytest.raises(UserInputError, match="broken.pth: cannot read checkpoint"):
         train(toy_config(), tmp_path / "run", resume=str(broken), device="cpu")
+
+
+def test_stop_request_merges_forwarded_signals_and_aborts_on_a_later_second_ctrl_c():
+    import os
+    import time
+
+    from densevit.engine.trainer import StopRequest
+
+    with StopRequest() as stop:
+        os.kill(os.getpid(), signal.SIGINT)
+        os.kill(os.getpid(), signal.SIGINT)  # the launcher's forwarded copy: the same request
+        time.sleep(0.01)
+        assert stop.requested and stop.signal_name == "SIGINT"
+        stop._first_at -= StopRequest.REPEAT_WINDOW_S + 1
+        with pytest.raises(KeyboardInterrupt):
+            os.kill(os.getpid(), signal.SIGINT)
+            time.sleep(0.01)
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
