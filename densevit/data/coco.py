@@ -190,6 +190,6 @@ def read_rgb(path: Path, expected_hw: tuple[int, int] | None = None) -> np.ndarr
                         f"{path}: image is {raw.width}x{raw.height} but its annotations say "
                         f"{expected_hw[1]}x{expected_hw[0]} (width x height)")
                 image = raw
-            return np.asarray(image.convert("RGB"))
+            return np.array(image.convert("RGB"))
     except OSError as err:
         raise UserInputError(f"{path}: cannot read image: {err}") from None

@@ -18,16 +18,20 @@ SHAPE_CLASSES = ("circle", "square", "triangle")
 
 
 def _background(rng: np.random.Generator, size: int) -> Image.Image:
-    """Smooth colour noise plus faint stripes at a random angle, uint8 RGB."""
-    coarse = rng.uniform(60, 200, size=(size // 16 + 1, size // 16 + 1, 3)).astype(np.uint8)
-    base = np.asarray(Image.fromarray(coarse).resize((size, size), Image.BICUBIC), dtype=np.float32)
+    """A muted random base colour with smooth blotches, faint stripes at a random angle and
+    pixel noise, uint8 RGB."""
+    base = rng.uniform(70, 190, size=3)
+    cells = size // 16 + 1
+    blotches = rng.normal(0, 18, size=(cells, cells, 3)) + base
+    canvas = np.asarray(Image.fromarray(np.clip(blotches, 0, 255).astype(np.uint8)).resize((size, size), Image.BICUBIC),
+                        dtype=np.float32)
     yy, xx = np.mgrid[0:size, 0:size]
     angle = rng.uniform(0, np.pi)
     period = rng.uniform(6, 20)
     stripes = np.sin((xx * np.cos(angle) + yy * np.sin(angle)) * 2 * np.pi / period)
-    base += stripes[..., None] * rng.uniform(8, 25)
-    base += rng.normal(0, 6, size=base.shape)
-    return Image.fromarray(np.clip(base, 0, 255).astype(np.uint8))
+    canvas += stripes[..., None] * rng.uniform(5, 15)
+    canvas += rng.normal(0, 5, size=canvas.shape)
+    return Image.fromarray(np.clip(canvas, 0, 255).astype(np.uint8))
 
 
 def _overlaps(box: tuple[float, float, float, float], boxes: list[tuple[float, float, float, float]]) -> bool:
@@ -36,6 +40,13 @@ def _overlaps(box: tuple[float, float, float, float], boxes: list[tuple[float, f
         if x < bx + bw + 2 and bx < x + w + 2 and y < by + bh + 2 and by < y + h + 2:
             return True
     return False
+
+
+def _vivid_colour(rng: np.random.Generator) -> tuple[int, int, int]:
+    """A saturated colour of random hue (one channel high, one low, one anywhere)."""
+    channels = [int(rng.integers(200, 256)), int(rng.integers(0, 60)), int(rng.integers(0, 256))]
+    order = rng.permutation(3)
+    return tuple(channels[i] for i in order)  # type: ignore[return-value]
 
 
 def _draw_shape(draw: ImageDraw.ImageDraw, label: int, x: float, y: float, s: float,
@@ -65,7 +76,7 @@ def _make_image(rng: np.random.Generator, size: int, max_objects: int, min_side:
         else:
             continue
         label = int(rng.integers(len(SHAPE_CLASSES)))
-        colour = tuple(int(c) for c in rng.integers(0, 256, size=3))
+        colour = _vivid_colour(rng)
         objects.append((label, _draw_shape(draw, label, x, y, side, colour)))
     return image.filter(ImageFilter.GaussianBlur(0.6)), objects
 

@@ -53,6 +53,12 @@ class SetCriterion(nn.Module):
                 for name, value in self._terms(aux, aux_matched, num_boxes).items():
                     losses[f"{name}_{i}"] = value
                     total = total + self.weights[name] * value
+        if "enc_outputs" in outputs:  # two-stage proposals: one prediction per encoder token
+            enc = outputs["enc_outputs"]
+            enc_matched = _Matched(self.matcher(enc, targets), targets, enc["pred_logits"].device)
+            for name, value in self._terms(enc, enc_matched, num_boxes).items():
+                losses[f"{name}_enc"] = value
+                total = total + self.weights[name] * value
         losses["loss"] = total
         return losses
 

@@ -61,6 +61,8 @@ def draw_detections(image: np.ndarray, detection: dict[str, Tensor], class_names
     boxes = detection["boxes"][keep].cpu()
     labels = [f"{class_names[int(l)]} {float(s):.2f}"
               for l, s in zip(detection["labels"][keep], detection["scores"][keep])]
+    if not len(boxes):
+        return Image.fromarray(image)
     canvas = torch.from_numpy(np.ascontiguousarray(image)).permute(2, 0, 1)
     width = max(1, round(max(image.shape[:2]) / 300))
     drawn = draw_bounding_boxes(canvas, boxes, labels=labels, colors="red", width=width)

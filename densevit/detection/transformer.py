@@ -142,18 +142,28 @@ class Transformer(nn.Module):
 
     def forward(self, src: Tensor, mask: Tensor, query_embed: Tensor, pos: Tensor) -> Tensor:
         """``src`` [B,D,H,W], ``mask`` [B,H,W] (True at padding), ``query_embed`` [Q,D], ``pos`` [B,D,H,W]
-        -> decoder states [L_dec, B, Q, D]."""
-        batch = src.shape[0]
-        src = src.flatten(2).transpose(1, 2)
-        pos = pos.flatten(2).transpose(1, 2)
-        mask = mask.flatten(1)
+        -> decoder states [L_dec, B, Q, D] (DETR: the decoder starts from zeros)."""
+        src, pos, mask = flatten_map(src), flatten_map(pos), mask.flatten(1)
+        memory = self.encode(src, pos, mask)
+        query_pos = query_embed.unsqueeze(0).expand(src.shape[0], -1, -1)
+        return self.decode(torch.zeros_like(query_pos), memory, pos, query_pos, mask)
+
+    def encode(self, src: Tensor, pos: Tensor, mask: Tensor) -> Tensor:
+        """``src``/``pos`` [B,HW,D], ``mask`` [B,HW] -> memory [B,HW,D]."""
         memory = src
         for layer in self.encoder_layers:
             memory = layer(memory, pos, mask)
-        query_pos = query_embed.unsqueeze(0).expand(batch, -1, -1)
-        tgt = torch.zeros_like(query_pos)
+        return memory
+
+    def decode(self, tgt: Tensor, memory: Tensor, pos: Tensor, query_pos: Tensor, mask: Tensor) -> Tensor:
+        """``tgt``/``query_pos`` [B,Q,D], ``memory``/``pos`` [B,HW,D], ``mask`` [B,HW] -> [L_dec,B,Q,D]."""
         states = []
         for layer in self.decoder_layers:
             tgt = layer(tgt, memory, pos, query_pos, mask)
             states.append(self.decoder_norm(tgt))
         return torch.stack(states)
+
+
+def flatten_map(x: Tensor) -> Tensor:
+    """[B,D,H,W] -> [B,HW,D], row by row."""
+    return x.flatten(2).transpose(1, 2)
