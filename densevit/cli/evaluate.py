@@ -25,14 +25,14 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     from densevit.engine.build import load_experiment
     from densevit.engine.distributed import launcher_rank
-    from densevit.engine.logs import write_text_atomic
+    from densevit.engine.logs import json_safe, write_text_atomic
     from densevit.engine.trainer import evaluate
 
     cfg = load_experiment(args.config, args.overrides)
     cfg.model.pretrained = None  # the checkpoint provides every weight
     metrics = evaluate(cfg, args.checkpoint, device=args.device)
     if launcher_rank() == 0:
-        text = json.dumps(metrics, indent=2, default=lambda v: v.tolist() if hasattr(v, "tolist") else str(v))
+        text = json.dumps(json_safe(metrics), indent=2, allow_nan=False)
         if args.out:
             write_text_atomic(args.out, text + "\n")
         print(text)

@@ -34,6 +34,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     from densevit.engine.build import load_experiment
     from densevit.engine.distributed import launcher_rank
+    from densevit.engine.logs import json_safe
     from densevit.engine.trainer import NonFiniteLossError, TrainingInterrupted, train
 
     cfg = load_experiment(args.config, args.overrides)
@@ -50,5 +51,5 @@ def run(args: argparse.Namespace) -> int:
             print(f"densevit train: {err}", file=sys.stderr)
         return 130
     if main_process:
-        print(json.dumps({"run_dir": str(out_dir), "metrics": metrics}))
+        print(json.dumps({"run_dir": str(out_dir), "metrics": json_safe(metrics)}, allow_nan=False))
     return 0

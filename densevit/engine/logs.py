@@ -37,7 +37,7 @@ class RunLogger:
         if not self.enabled:
             return
         with self.path.open("a") as handle:
-            handle.write(json.dumps(_json_safe(record)) + "\n")
+            handle.write(json.dumps(json_safe(record), allow_nan=False) + "\n")
         if self.writer is not None:
             split, step = record["split"], record["step"]
             for name, value in record.items():
@@ -129,14 +129,14 @@ def _is_number(value: Any) -> bool:
     return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
 
 
-def _json_safe(value: Any) -> Any:
-    """Tensors and numpy scalars as Python numbers, NaN/Inf as strings (JSON has neither)."""
+def json_safe(value: Any) -> Any:
+    """Tensors and numpy scalars as Python numbers, NaN/Inf as None (JSON has neither)."""
     if isinstance(value, dict):
-        return {str(k): _json_safe(v) for k, v in value.items()}
+        return {str(k): json_safe(v) for k, v in value.items()}
     if isinstance(value, (list, tuple)):
-        return [_json_safe(v) for v in value]
+        return [json_safe(v) for v in value]
     if hasattr(value, "tolist"):
-        return _json_safe(value.tolist())
+        return json_safe(value.tolist())
     if isinstance(value, float) and not math.isfinite(value):
-        return str(value)
+        return None
     return value

@@ -35,7 +35,7 @@ from densevit.config import ExperimentConfig
 from densevit.engine import distributed as dist
 from densevit.engine.build import build_task, load_model_weights
 from densevit.engine.checkpoint import BEST, LAST, find_resume_checkpoint, load_checkpoint, save_checkpoint
-from densevit.engine.logs import RunLogger, write_text_atomic
+from densevit.engine.logs import RunLogger, json_safe, write_text_atomic
 from densevit.engine.optim import build_optimizer, build_scheduler
 from densevit.engine.runtime import (
     autocast,
@@ -311,7 +311,8 @@ class Trainer:
             bar.close()
             self.logger.close(plot=self.cfg.train.plot_curves)
         if self.main:
-            write_text_atomic(self.out_dir / FINAL_METRICS_FILE, json.dumps(self.state.metrics, indent=2))
+            text = json.dumps(json_safe(self.state.metrics), indent=2, allow_nan=False)
+            write_text_atomic(self.out_dir / FINAL_METRICS_FILE, text + "\n")
         return self.state.metrics
 
     def _end_epoch(self) -> None:
@@ -462,7 +463,9 @@ class Trainer:
                 )
             value = float(metrics[name])
             best = self.state.best
-            improved = best is None or (value > best if self.cfg.train.best_mode == "max" else value < best)
+            improved = math.isfinite(value) and (
+                best is None or (value > best if self.cfg.train.best_mode == "max" else value < best)
+            )
             if improved:
                 self.state.best = value
                 self.save(BEST)
