@@ -401,9 +401,9 @@ class Trainer:
         if stop:
             self.stop_agreed = True
             self.stop.signal_name = self.stop.signal_name or "a signal to another process"
+        self.step_lr = self.optimizer.param_groups[0]["lr"]  # the lr of this update, for the logs
         if nonfinite:
             return self._non_finite(sums)
-        self.step_lr = self.optimizer.param_groups[0]["lr"]  # the lr of this update, for the logs
         if tcfg.clip_grad_norm > 0:
             if self.scaler is not None:
                 self.scaler.unscale_(self.optimizer)
@@ -414,21 +414,26 @@ class Trainer:
         else:
             self.optimizer.step()
         self.optimizer.zero_grad(set_to_none=True)
+        self._advance_schedule()
+        return sums
+
+    def _advance_schedule(self) -> None:
         with warnings.catch_warnings():
-            # The scaler skips the update while it searches its scale; the schedule still
-            # counts the step, which is what this warning is about.
+            # A skipped update (the fp16 scaler searching its scale, or nan_policy: skip) still
+            # counts as a step for the schedule; torch warns about exactly that.
             warnings.filterwarnings("ignore", message="Detected call of `lr_scheduler.step", category=UserWarning)
             self.scheduler.step()
-        return sums
 
     def _non_finite(self, terms: dict[str, float]) -> dict[str, float]:
         """``nan_policy``: stop (no update, no checkpoint) or skip this update and go on."""
         self.optimizer.zero_grad(set_to_none=True)
         shown = ", ".join(f"{k}={v:.6g}" for k, v in terms.items())
+        if math.isfinite(terms["loss"]):
+            shown += " here; non-finite on another process"
         where = f"step {self.state.step + 1} (epoch {self.state.epoch})"
         if self.cfg.train.nan_policy == "skip":
             self._print(f"warning: non-finite loss at {where}: {shown}; update skipped (train.nan_policy: skip)")
-            self.scheduler.step()
+            self._advance_schedule()
             return terms
         latest = find_resume_checkpoint(self.out_dir)
         kept = f"the last good checkpoint is {latest}" if latest else "no checkpoint had been written yet"
