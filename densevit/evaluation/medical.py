@@ -6,7 +6,8 @@ Two conventions:
   Dice = 2|P∩G| / (|P|+|G|); HD95 = the larger of the two directed 95th percentiles (linear
   interpolation) of the distances, in mm (voxel spacing), from each surface voxel of one mask
   to the nearest surface voxel of the other. An empty ground truth gives Dice NaN; an empty
-  ground truth or prediction gives HD95 NaN. NaNs carry a note and are left out of means.
+  ground truth or prediction gives HD95 NaN (MONAI: inf). NaNs carry a note and are left out of
+  means. Values are float64 (MONAI rounds its distances to float32).
 - ``transunet`` (Beckschen/TransUNet ``calculate_metric_percase``, with medpy's ``dc`` and
   ``hd95``): HD95 = one 95th percentile over both directions' distances pooled, in voxels
   (no spacing); a non-empty prediction with an empty ground truth scores (1, 0) and an empty
