@@ -74,8 +74,9 @@ def predict_images(task: "DetectionTask", model: nn.Module, inputs: list[Path], 
     """Detect objects in every image; write ``results.json`` (COCO results, real category ids),
     ``image_ids.json`` (file -> image id used there) and ``images/<name>.png``."""
     files = expand_inputs(inputs)
-    score_threshold = float(getattr(options, "score_threshold", None) or 0.5)
-    batch_size = int(getattr(options, "batch_size", None) or 1)
+    threshold = getattr(options, "score_threshold", None)
+    score_threshold = 0.5 if threshold is None else float(threshold)
+    batch_size = max(1, int(getattr(options, "batch_size", None) or 1))
     category_ids, class_names = task.categories
     ids = known_image_ids(task)
     transforms = task.eval_transforms()
