@@ -103,12 +103,13 @@ class SemanticEvaluator:
         if gt.numel() == 0:
             return torch.zeros(self.num_classes, self.num_classes, dtype=torch.int64, device=pred.device)
         bounds = torch.stack([torch.stack(torch.aminmax(t)).to(torch.int64) for t in (gt, pred)])
-        (g_lo, g_hi), (p_lo, p_hi) = bounds.tolist()  # the one host sync of a batch
+        (g_lo, g_hi), (p_lo, p_hi) = bounds.tolist()
         g_span, p_span = g_hi - g_lo + 1, p_hi - p_lo + 1
         if g_span * p_span > _MAX_RAW_BINS or min(g_lo, p_lo) < -(1 << 30) or max(g_hi, p_hi) >= 1 << 30:
             return self._count_explicit(pred, gt)
-        # int32 codes halve the memory traffic; g_span * p_span fits easily.
-        code = gt.to(torch.int32).sub_(g_lo).mul_(p_span).add_(pred.to(torch.int32)).sub_(p_lo)
+        # int32 codes halve the memory traffic; g_span * p_span fits easily. The copy keeps the
+        # in-place arithmetic off the caller's tensor when it already is int32.
+        code = gt.to(torch.int32, copy=True).sub_(g_lo).mul_(p_span).add_(pred.to(torch.int32)).sub_(p_lo)
         raw = torch.bincount(code.flatten(), minlength=g_span * p_span).view(g_span, p_span)
         return self._raw_to_confusion(raw, g_lo, p_lo)
 

@@ -61,7 +61,7 @@ def test_class_predicted_but_absent_from_ground_truth():
     assert math.isnan(per_class(result, "IoU")[1])
 
 
-@pytest.mark.parametrize("dtype", [torch.uint8, torch.int64])
+@pytest.mark.parametrize("dtype", [torch.uint8, torch.int32, torch.int64])
 def test_random_batches_match_brute_force(dtype):
     rng = np.random.default_rng(0)
     preds, gts = [], []
@@ -72,7 +72,9 @@ def test_random_batches_match_brute_force(dtype):
         pred = rng.integers(0, 6, (2, 17, 23))
         preds += list(pred)
         gts += list(gt)
-        evaluator.process(torch.from_numpy(pred).to(dtype), torch.from_numpy(gt).to(dtype))
+        pred_t, gt_t = torch.from_numpy(pred).to(dtype), torch.from_numpy(gt).to(dtype)
+        evaluator.process(pred_t, gt_t)
+        assert np.array_equal(gt_t.numpy(), gt) and np.array_equal(pred_t.numpy(), pred)  # inputs untouched
     result = evaluator.compute()
     expected = brute_force(preds, gts, 6)
     assert result["aAcc"] == pytest.approx(expected["aAcc"], abs=1e-15)
