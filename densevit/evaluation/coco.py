@@ -17,10 +17,11 @@ Results are reported under the file's own ids and category names.
 from __future__ import annotations
 
 import contextlib
+import gc
 import io
 import json
 import numbers
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -249,7 +250,7 @@ class COCOEvaluator:
             raise ValueError(f"iou_types must be a non-empty subset of {IOU_TYPES}, got {iou_types}")
         self.iou_types = iou_types
         self.backend = resolve_backend(backend)
-        self.gt = gt if isinstance(gt, GroundTruth) else GroundTruth(gt, iou_types)
+        self.gt = GroundTruth(gt, iou_types)
         self._label_lut: dict[int, int] | None = None
         if label_to_category_id is not None:
             pairs = (label_to_category_id.items() if isinstance(label_to_category_id, Mapping)
@@ -443,7 +444,8 @@ class COCOEvaluator:
         for part in gather_objects(self._images):
             for image, detections in part.items():
                 images.setdefault(image, detections)
-        return {iou_type: self._evaluate(images, iou_type) for iou_type in self.iou_types}
+        with _gc_paused():
+            return {iou_type: self._evaluate(images, iou_type) for iou_type in self.iou_types}
 
     def _evaluate(self, images: Mapping[int, ImageDetections], iou_type: str) -> dict[str, Any]:
         gt = self.gt.coco(self.backend)
@@ -480,6 +482,19 @@ class COCOEvaluator:
                 row[key] = float(np.mean(valid)) if valid.size else -1.0
             rows.append(row)
         return rows
+
+
+@contextlib.contextmanager
+def _gc_paused() -> Iterator[None]:
+    """Pause the cyclic garbage collector: the evaluation builds a dict per detection (hundreds
+    of thousands), each batch of which would trigger a collection that finds nothing to free."""
+    was_enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if was_enabled:
+            gc.enable()
 
 
 def _annotations(images: Mapping[int, ImageDetections], iou_type: str) -> list[dict[str, Any]]:
