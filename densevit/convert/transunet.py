@@ -1,0 +1,257 @@
+"""TransUNet checkpoints (Beckschen/TransUNet ``networks/vit_seg_modeling.py``) and Google ViT
+``.npz`` weights (``R50+ViT-B_16.npz``, ``ViT-B_16.npz``) into densevit's TransUNet.
+
+``densevit convert transunet IN.pth OUT.pth`` writes a densevit checkpoint (``model`` state
+dict plus a ``config`` for ``transunet_r50_vitb16`` or ``transunet_vit_b16_ref``, sizes read
+from the weights) that ``densevit predict``/``evaluate`` and ``model.pretrained`` accept.
+:func:`load_vit_npz` loads a Google ``.npz`` into the encoder as pretrained weights.
+
+Both go through the reference module names: an ``.npz`` is first named the way the reference's
+``load_from`` copies it, then every reference name maps to ours:
+
+=================================================  ==========================================
+reference                                          densevit
+=================================================  ==========================================
+transformer.embeddings.hybrid_model.root.conv/gn   encoder.stem.conv / encoder.stem.norm
+...hybrid_model.body.blockB.unitU.convK/gnK        encoder.stem.stages.(B-1).(U-1).convK/normK
+...unitU.downsample / gn_proj                      ...downsample / downsample_norm
+transformer.embeddings.patch_embeddings            encoder.patch_embed
+transformer.embeddings.position_embeddings         encoder.pos_embed
+transformer.encoder.layer.N.attn.query/key/value   encoder.blocks.N.attn.qkv (concatenated)
+transformer.encoder.layer.N.attn.out               encoder.blocks.N.attn.proj
+...layer.N.attention_norm / ffn_norm / ffn.fcK     encoder.blocks.N.norm1 / norm2 / mlp.fcK
+transformer.encoder.encoder_norm                   encoder.norm
+decoder.conv_more / decoder.blocks.N               decoder.conv_more / decoder.blocks.N
+segmentation_head.0                                head
+=================================================  ==========================================
+"""
+from __future__ import annotations
+
+import math
+import re
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from densevit.convert import CONVERTERS
+from densevit.errors import UserInputError
+
+SYNAPSE_CLASSES = ["background", "aorta", "gallbladder", "kidney_left", "kidney_right", "liver", "pancreas", "spleen", "stomach"]
+
+_BLOCK_PARTS = {
+    "attention_norm": "norm1",
+    "ffn_norm": "norm2",
+    "ffn.fc1": "mlp.fc1",
+    "ffn.fc2": "mlp.fc2",
+    "attn.out": "attn.proj",
+}
+_UNIT_PARTS = {"gn1": "norm1", "gn2": "norm2", "gn3": "norm3", "gn_proj": "downsample_norm"}
+
+
+def reference_to_densevit(state: dict[str, Tensor]) -> dict[str, Tensor]:
+    """Rename (and fuse q/k/v of) a reference-layout state dict into densevit's TransUNet keys."""
+    out: dict[str, Tensor] = {}
+    qkv: dict[tuple[int, str], dict[str, Tensor]] = {}
+    for key, value in state.items():
+        key = key.removeprefix("module.")
+        if m := re.fullmatch(r"transformer\.encoder\.layer\.(\d+)\.attn\.(query|key|value)\.(weight|bias)", key):
+            qkv.setdefault((int(m[1]), m[3]), {})[m[2]] = value
+            continue
+        out[_rename(key)] = value
+    for (layer, kind), parts in qkv.items():
+        if set(parts) != {"query", "key", "value"}:
+            raise UserInputError(f"layer {layer}: attention {kind} needs query, key and value; found {sorted(parts)}")
+        out[f"encoder.blocks.{layer}.attn.qkv.{kind}"] = torch.cat([parts["query"], parts["key"], parts["value"]])
+    return out
+
+
+def _rename(key: str) -> str:
+    rules = [
+        (r"transformer\.embeddings\.hybrid_model\.root\.conv\.(.+)", r"encoder.stem.conv.\1"),
+        (r"transformer\.embeddings\.hybrid_model\.root\.gn\.(.+)", r"encoder.stem.norm.\1"),
+        (r"transformer\.embeddings\.patch_embeddings\.(.+)", r"encoder.patch_embed.\1"),
+        (r"transformer\.embeddings\.position_embeddings", "encoder.pos_embed"),
+        (r"transformer\.encoder\.encoder_norm\.(.+)", r"encoder.norm.\1"),
+        (r"segmentation_head\.0\.(.+)", r"head.\1"),
+        (r"(decoder\..+)", r"\1"),
+    ]
+    if m := re.fullmatch(r"transformer\.embeddings\.hybrid_model\.body\.block(\d+)\.unit(\d+)\.(\w+)\.(.+)", key):
+        part = _UNIT_PARTS.get(m[3], m[3])
+        return f"encoder.stem.stages.{int(m[1]) - 1}.{int(m[2]) - 1}.{part}.{m[4]}"
+    if m := re.fullmatch(r"transformer\.encoder\.layer\.(\d+)\.(.+)\.(weight|bias)", key):
+        if m[2] in _BLOCK_PARTS:
+            return f"encoder.blocks.{m[1]}.{_BLOCK_PARTS[m[2]]}.{m[3]}"
+    for pattern, replacement in rules:
+        if re.fullmatch(pattern, key):
+            return re.sub(pattern, replacement, key)
+    raise UserInputError(f"unexpected key {key!r}: not a TransUNet (vit_seg_modeling) checkpoint")
+
+
+# ----------------------------------------------------------------------------- Google .npz
+
+
+def npz_to_reference(weights: dict[str, np.ndarray]) -> dict[str, Tensor]:
+    """Google ViT / R50+ViT ``.npz`` arrays -> reference encoder names (as its ``load_from`` copies them)."""
+    def t(name: str) -> Tensor:
+        return torch.from_numpy(np.asarray(weights[name], dtype=np.float32))
+
+    def conv(name: str) -> Tensor:  # HWIO -> OIHW
+        return t(name).permute(3, 2, 0, 1).contiguous()
+
+    out = {
+        "transformer.embeddings.patch_embeddings.weight": conv("embedding/kernel"),
+        "transformer.embeddings.patch_embeddings.bias": t("embedding/bias"),
+        "transformer.embeddings.position_embeddings": t("Transformer/posembed_input/pos_embedding"),
+        "transformer.encoder.encoder_norm.weight": t("Transformer/encoder_norm/scale"),
+        "transformer.encoder.encoder_norm.bias": t("Transformer/encoder_norm/bias"),
+    }
+    hidden = out["transformer.encoder.encoder_norm.weight"].numel()
+    blocks = sorted({int(m[1]) for k in weights if (m := re.match(r"Transformer/encoderblock_(\d+)/", k))})
+    for n in blocks:
+        src, dst = f"Transformer/encoderblock_{n}", f"transformer.encoder.layer.{n}"
+        for part in ("query", "key", "value", "out"):
+            out[f"{dst}.attn.{part}.weight"] = t(f"{src}/MultiHeadDotProductAttention_1/{part}/kernel").reshape(hidden, hidden).t()
+            out[f"{dst}.attn.{part}.bias"] = t(f"{src}/MultiHeadDotProductAttention_1/{part}/bias").reshape(-1)
+        for i in (0, 1):
+            out[f"{dst}.ffn.fc{i + 1}.weight"] = t(f"{src}/MlpBlock_3/Dense_{i}/kernel").t()
+            out[f"{dst}.ffn.fc{i + 1}.bias"] = t(f"{src}/MlpBlock_3/Dense_{i}/bias")
+        for src_norm, dst_norm in (("LayerNorm_0", "attention_norm"), ("LayerNorm_2", "ffn_norm")):
+            out[f"{dst}.{dst_norm}.weight"] = t(f"{src}/{src_norm}/scale")
+            out[f"{dst}.{dst_norm}.bias"] = t(f"{src}/{src_norm}/bias")
+    if "conv_root/kernel" in weights:
+        root = "transformer.embeddings.hybrid_model"
+        out[f"{root}.root.conv.weight"] = conv("conv_root/kernel")
+        out[f"{root}.root.gn.weight"] = t("gn_root/scale").reshape(-1)
+        out[f"{root}.root.gn.bias"] = t("gn_root/bias").reshape(-1)
+        for key in weights:
+            if m := re.fullmatch(r"(block\d+)/(unit\d+)/(conv\d|conv_proj)/kernel", key):
+                name = "downsample" if m[3] == "conv_proj" else m[3]
+                out[f"{root}.body.{m[1]}.{m[2]}.{name}.weight"] = conv(key)
+            elif m := re.fullmatch(r"(block\d+)/(unit\d+)/(gn\d|gn_proj)/(scale|bias)", key):
+                out[f"{root}.body.{m[1]}.{m[2]}.{m[3]}.{'weight' if m[4] == 'scale' else 'bias'}"] = t(key).reshape(-1)
+    return out
+
+
+def resize_pos_embed(pos: Tensor, grid: tuple[int, int]) -> Tensor:
+    """[1, N(+1 class token), D] -> [1, grid_h*grid_w, D]: drop the class token, resize the square grid bilinearly."""
+    count = grid[0] * grid[1]
+    if pos.shape[1] == count:
+        return pos
+    if pos.shape[1] - 1 == count or not math.isqrt(pos.shape[1]) ** 2 == pos.shape[1]:
+        pos = pos[:, 1:]
+    if pos.shape[1] == count:
+        return pos
+    side = math.isqrt(pos.shape[1])
+    square = pos.reshape(1, side, side, -1).permute(0, 3, 1, 2)
+    return F.interpolate(square, size=grid, mode="bilinear", align_corners=False).flatten(2).transpose(1, 2)
+
+
+def load_vit_npz(encoder: nn.Module, path: str | Path) -> list[str]:
+    """Load a Google ``.npz`` (``R50+ViT-B_16.npz``, ``ViT-B_16.npz``) into a :class:`TransUNetEncoder`.
+
+    Returns the encoder keys the file did not provide (none for a matching file); a file that
+    does not fit the encoder's sizes raises :class:`UserInputError` naming the key.
+    """
+    path = Path(path)
+    try:
+        with np.load(path) as data:
+            weights = {k: data[k] for k in data.files}
+    except (OSError, ValueError) as err:
+        raise UserInputError(f"{path}: cannot read as a .npz weight file: {err}") from None
+    try:
+        ours = reference_to_densevit(npz_to_reference(weights))
+    except KeyError as err:
+        raise UserInputError(f"{path}: missing array {err.args[0]!r}; not a Google ViT .npz checkpoint") from None
+    state = {k.removeprefix("encoder."): v for k, v in ours.items()}
+    state["pos_embed"] = resize_pos_embed(state["pos_embed"], encoder.grid)
+    own = encoder.state_dict()
+    for key, value in state.items():
+        if key not in own:
+            raise UserInputError(f"{path}: array for {key!r} has no place in this encoder (hybrid vs plain ViT?)")
+        if own[key].shape != value.shape:
+            raise UserInputError(f"{path}: {key}: shape {tuple(value.shape)} in the file, {tuple(own[key].shape)} in the model")
+    encoder.load_state_dict(state, strict=False)
+    return sorted(set(own) - set(state))
+
+
+# ----------------------------------------------------------------------------- checkpoints
+
+
+def infer_model_config(state: dict[str, Tensor]) -> dict[str, Any]:
+    """The ``model`` config section (name, num_classes, kwargs) that fits a converted state dict."""
+    hidden = state["encoder.norm.weight"].numel()
+    depth = len({k.split(".")[2] for k in state if k.startswith("encoder.blocks.")})
+    hybrid = "encoder.stem.conv.weight" in state
+    patches = state["encoder.pos_embed"].shape[1]
+    side = math.isqrt(patches)
+    decoder_channels = []
+    n_skip, previous = 0, state["decoder.conv_more.0.weight"].shape[0]
+    for i in range(len({k.split(".")[2] for k in state if k.startswith("decoder.blocks.")})):
+        weight = state[f"decoder.blocks.{i}.conv1.0.weight"]
+        n_skip += int(weight.shape[1] > previous)
+        previous = weight.shape[0]
+        decoder_channels.append(previous)
+    kwargs: dict[str, Any] = {
+        "img_size": [side * 16, side * 16],
+        "hidden": hidden,
+        "depth": depth,
+        "num_heads": max(hidden // 64, 1),
+        "mlp_dim": state["encoder.blocks.0.mlp.fc1.weight"].shape[0],
+        "head_channels": state["decoder.conv_more.0.weight"].shape[0],
+        "decoder_channels": decoder_channels,
+        "n_skip": n_skip,
+    }
+    if hybrid:
+        kwargs["resnet_layers"] = [
+            len({k.split(".")[4] for k in state if k.startswith(f"encoder.stem.stages.{s}.")}) for s in range(3)
+        ]
+        kwargs["resnet_width"] = state["encoder.stem.conv.weight"].shape[0]
+        kwargs["in_chans"] = state["encoder.stem.conv.weight"].shape[1]
+    else:
+        kwargs["in_chans"] = state["encoder.patch_embed.weight"].shape[1]
+    return {
+        "name": "transunet_r50_vitb16" if hybrid else "transunet_vit_b16_ref",
+        "num_classes": state["head.weight"].shape[0],
+        "kwargs": kwargs,
+    }
+
+
+@CONVERTERS.register("transunet")
+def convert_transunet(src: Path, dst: Path) -> str:
+    """Beckschen/TransUNet ``.pth`` -> densevit checkpoint (model weights and a matching config)."""
+    from densevit.engine.checkpoint import save_checkpoint
+
+    src, dst = Path(src), Path(dst)
+    try:
+        state = torch.load(src, map_location="cpu", weights_only=True)
+    except FileNotFoundError:
+        raise UserInputError(f"{src}: file not found") from None
+    except Exception as err:  # noqa: BLE001 - any unpickling failure means a wrong or unsafe file
+        raise UserInputError(f"{src}: cannot load as a weights-only PyTorch checkpoint: {str(err).splitlines()[0]}") from None
+    if isinstance(state, dict) and isinstance(state.get("model"), dict):
+        state = state["model"]
+    if not isinstance(state, dict) or not all(isinstance(v, Tensor) for v in state.values()):
+        raise UserInputError(f"{src}: expected a state dict of tensors (torch.save(model.state_dict()))")
+    ours = reference_to_densevit(state)
+    model_cfg = infer_model_config(ours)
+    num_classes = model_cfg["num_classes"]
+    size = model_cfg["kwargs"]["img_size"]
+    config = {
+        "task": "segmentation",
+        "name": f"converted_{src.stem}",
+        "model": model_cfg,
+        "data": {"kind": "nifti", "normalisation": "ct", "crop_size": size, "augment": "medical"},
+    }
+    names = SYNAPSE_CLASSES if num_classes == len(SYNAPSE_CLASSES) else []
+    if names:
+        config["data"]["class_names"] = names
+    save_checkpoint({"model": ours, "config": config, "class_names": names}, dst)
+    return (
+        f"converted {len(state)} tensors from {src} into {model_cfg['name']} ({num_classes} classes, "
+        f"{model_cfg['kwargs']['depth']} blocks, hidden {model_cfg['kwargs']['hidden']}, input {size[0]}x{size[1]}); "
+        f"wrote {dst}"
+    )

@@ -1,0 +1,272 @@
+"""CT/MRI volumes: NIfTI image/label pairs and TransUNet's Synapse files, as 2D slices or whole cases.
+
+Layouts read by :func:`find_nifti_cases`:
+
+* Medical Segmentation Decathlon: ``ROOT/imagesTr/NAME.nii.gz`` (3D, or 4D with modalities
+  last) or nnU-Net's ``NAME_0000.nii.gz, NAME_0001.nii.gz...``, and ``ROOT/labelsTr/NAME.nii.gz``.
+* Case folders: ``ROOT/CASE/<modality>.nii.gz`` for each modality named in the config, and
+  ``ROOT/CASE/<label>.nii.gz``; ``ROOT`` itself may be the one case folder.
+
+Arrays keep NIfTI's (x, y, z) order; slices are taken along the last axis. Training iterates
+over slices (:class:`SliceDataset`); evaluation over whole cases (:class:`CaseDataset`), so
+that Dice and HD95 are computed per volume.
+"""
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable, Literal, Sequence
+
+import nibabel as nib
+import numpy as np
+import torch
+from torch.utils.data import Dataset
+
+from densevit.errors import UserInputError
+
+NIFTI_SUFFIXES = (".nii.gz", ".nii")
+Normalisation = Literal["ct", "zscore", "none"]
+
+
+@dataclass
+class VolumeCase:
+    """One case: ``image`` [C, X, Y, Z] float32 (preprocessed), ``label`` [X, Y, Z] int64 or None."""
+
+    case_id: str
+    image: np.ndarray
+    label: np.ndarray | None
+    affine: np.ndarray
+    spacing: tuple[float, ...]
+    image_paths: tuple[Path, ...]
+    label_path: Path | None
+
+
+# ----------------------------------------------------------------------------- preprocessing
+
+
+def window_ct(hu: np.ndarray, window: Sequence[float] = (-125.0, 275.0)) -> np.ndarray:
+    """Clip Hounsfield units to ``window`` and scale to [0, 1] (TransUNet's Synapse preprocessing)."""
+    low, high = float(window[0]), float(window[1])
+    return ((np.clip(hu.astype(np.float32), low, high) - low) / (high - low)).astype(np.float32)
+
+
+def zscore(volume: np.ndarray) -> np.ndarray:
+    """Zero mean, unit variance over the non-zero voxels (the brain in skull-stripped MRI)."""
+    volume = volume.astype(np.float32)
+    inside = volume != 0
+    if not inside.any():
+        return volume
+    mean, std = volume[inside].mean(), volume[inside].std()
+    out = np.zeros_like(volume)
+    out[inside] = (volume[inside] - mean) / max(float(std), 1e-8)
+    return out
+
+
+def normalise(volume: np.ndarray, how: Normalisation, ct_window: Sequence[float]) -> np.ndarray:
+    """Apply the configured intensity normalisation to one modality."""
+    if how == "ct":
+        return window_ct(volume, ct_window)
+    if how == "zscore":
+        return zscore(volume)
+    return volume.astype(np.float32)
+
+
+# ----------------------------------------------------------------------------- reading files
+
+
+def _strip_nifti(name: str) -> str | None:
+    for suffix in NIFTI_SUFFIXES:
+        if name.endswith(suffix):
+            return name[: -len(suffix)]
+    return None
+
+
+def _nifti_in(folder: Path, stem: str) -> Path | None:
+    for suffix in NIFTI_SUFFIXES:
+        if (folder / f"{stem}{suffix}").is_file():
+            return folder / f"{stem}{suffix}"
+    return None
+
+
+def read_label(path: Path) -> np.ndarray:
+    """Integer label volume; float files must hold whole numbers (they are cast to int64)."""
+    data = np.asarray(nib.load(str(path)).dataobj)
+    if np.issubdtype(data.dtype, np.floating):
+        if not np.all(np.isfinite(data)) or not np.array_equal(data, np.round(data)):
+            raise UserInputError(f"{path}: label volume holds non-integer values; expected class indices")
+    return data.astype(np.int64)
+
+
+def find_nifti_cases(root: Path, modalities: Sequence[str] = (), label_name: str = "") -> list[tuple[str, list[Path], Path | None]]:
+    """``(case_id, image files (one per modality), label file or None)`` for every case under ``root``."""
+    root = Path(root)
+    if not root.is_dir():
+        raise UserInputError(f"{root}: data root not found (expected a folder of NIfTI cases)")
+    if (root / "imagesTr").is_dir() or (root / "imagesTs").is_dir():
+        return _decathlon_cases(root)
+    if not modalities or not label_name:
+        raise UserInputError(
+            f"{root}: case folders need data.modalities (image file stems) and data.label_name "
+            "(label file stem), or an imagesTr/labelsTr layout"
+        )
+    folders = [root] if _nifti_in(root, label_name) or _nifti_in(root, modalities[0]) else sorted(
+        p for p in root.iterdir() if p.is_dir()
+    )
+    cases = []
+    for folder in folders:
+        images = [_nifti_in(folder, m) for m in modalities]
+        missing = [m for m, p in zip(modalities, images) if p is None]
+        if missing:
+            raise UserInputError(f"{folder}: missing modality file(s) {missing} (.nii or .nii.gz)")
+        cases.append((folder.name, images, _nifti_in(folder, label_name)))
+    if not cases:
+        raise UserInputError(f"{root}: no case folders found")
+    return cases
+
+
+def _decathlon_cases(root: Path) -> list[tuple[str, list[Path], Path | None]]:
+    image_dir = root / "imagesTr" if (root / "imagesTr").is_dir() else root / "imagesTs"
+    grouped: dict[str, list[Path]] = {}
+    for path in sorted(image_dir.iterdir()):
+        stem = _strip_nifti(path.name)
+        if stem is None or stem.startswith("."):
+            continue
+        match = re.fullmatch(r"(.+)_(\d{4})", stem)  # nnU-Net: one file per modality
+        grouped.setdefault(match.group(1) if match else stem, []).append(path)
+    if not grouped:
+        raise UserInputError(f"{image_dir}: no .nii/.nii.gz images")
+    label_dir = root / "labelsTr"
+    return [(case, files, _nifti_in(label_dir, case)) for case, files in grouped.items()]
+
+
+def load_case(
+    case_id: str,
+    image_paths: Sequence[Path],
+    label_path: Path | None,
+    normalisation: Normalisation = "none",
+    ct_window: Sequence[float] = (-125.0, 275.0),
+) -> VolumeCase:
+    """Read and preprocess one case; image and label shapes must agree (the error names both files)."""
+    channels = []
+    first = nib.load(str(image_paths[0]))
+    for path in image_paths:
+        data = np.asarray(nib.load(str(path)).dataobj)
+        stack = [data[..., i] for i in range(data.shape[-1])] if data.ndim == 4 else [data]
+        for volume in stack:
+            if volume.ndim != 3:
+                raise UserInputError(f"{path}: expected a 3D (or 4D multi-modal) volume, got shape {data.shape}")
+            if channels and volume.shape != channels[0].shape:
+                raise UserInputError(
+                    f"{path}: shape {volume.shape} differs from {image_paths[0]} shape {channels[0].shape}"
+                )
+            channels.append(normalise(volume, normalisation, ct_window))
+    image = np.stack(channels)
+    label = None
+    if label_path is not None:
+        label = read_label(label_path)
+        if label.shape != image.shape[1:]:
+            raise UserInputError(
+                f"label {label_path} has shape {label.shape} but image {image_paths[0]} has shape "
+                f"{image.shape[1:]}; image and label must cover the same voxels"
+            )
+    spacing = tuple(float(s) for s in first.header.get_zooms()[:3])
+    return VolumeCase(case_id, image, label, first.affine, spacing, tuple(image_paths), label_path)
+
+
+def load_nifti_cases(root: Path, modalities: Sequence[str] = (), label_name: str = "", **kw: Any) -> list[VolumeCase]:
+    """Every case under ``root``, loaded and preprocessed (see :func:`load_case`)."""
+    return [load_case(cid, images, label, **kw) for cid, images, label in find_nifti_cases(root, modalities, label_name)]
+
+
+def load_synapse_cases(folder: Path) -> list[VolumeCase]:
+    """TransUNet's Synapse test volumes ``*.npy.h5`` (``image`` and ``label`` [Z, H, W], already in [0, 1])."""
+    try:
+        import h5py
+    except ImportError as err:  # an optional extra
+        raise UserInputError("reading Synapse .h5 volumes needs h5py: pip install 'densevit[medical]'") from err
+    cases = []
+    for path in sorted(Path(folder).glob("*.h5")):
+        with h5py.File(path, "r") as f:
+            image = np.asarray(f["image"], dtype=np.float32).transpose(1, 2, 0)[None]
+            label = np.asarray(f["label"]).astype(np.int64).transpose(1, 2, 0)
+        cases.append(VolumeCase(path.name.split(".")[0], image, label, np.eye(4), (1.0, 1.0, 1.0), (path,), path))
+    if not cases:
+        raise UserInputError(f"{folder}: no Synapse *.npy.h5 volumes")
+    return cases
+
+
+# ----------------------------------------------------------------------------- datasets
+
+SliceTransform = Callable[[np.ndarray, np.ndarray], tuple[torch.Tensor, torch.Tensor]]
+
+
+class SliceDataset(Dataset):
+    """2D training slices of in-memory cases: ``{"image": [C,H,W] float, "mask": [H,W] int64}``.
+
+    ``keep_empty`` is the fraction of slices without foreground that are kept (chosen once,
+    with ``seed``), since mostly-empty volumes otherwise teach the model to say "background".
+    """
+
+    def __init__(self, cases: Sequence[VolumeCase], transform: SliceTransform, keep_empty: float = 1.0, seed: int = 0) -> None:
+        self.cases = list(cases)
+        self.transform = transform
+        rng = np.random.default_rng(seed)
+        self.index: list[tuple[int, int]] = []
+        for c, case in enumerate(self.cases):
+            if case.label is None:
+                raise UserInputError(f"{case.image_paths[0]}: training case {case.case_id} has no label file")
+            has_fg = case.label.reshape(-1, case.label.shape[-1]).any(axis=0)
+            keep = has_fg | (rng.random(has_fg.shape[0]) < keep_empty)
+            self.index += [(c, int(z)) for z in np.flatnonzero(keep)]
+
+    def __len__(self) -> int:
+        return len(self.index)
+
+    def __getitem__(self, i: int) -> dict[str, torch.Tensor]:
+        c, z = self.index[i]
+        case = self.cases[c]
+        image = np.ascontiguousarray(case.image[..., z].transpose(1, 2, 0))  # [H, W, C]
+        image, mask = self.transform(image, case.label[..., z])
+        return {"image": image, "mask": mask}
+
+
+class SynapseSliceDataset(Dataset):
+    """TransUNet's ``train_npz/*.npz`` slices (``image`` [H,W] in [0,1], ``label`` [H,W]), read lazily."""
+
+    def __init__(self, folder: Path, transform: SliceTransform) -> None:
+        self.files = sorted(Path(folder).glob("*.npz"))
+        if not self.files:
+            raise UserInputError(f"{folder}: no Synapse .npz slices")
+        self.transform = transform
+
+    def __len__(self) -> int:
+        return len(self.files)
+
+    def __getitem__(self, i: int) -> dict[str, torch.Tensor]:
+        with np.load(self.files[i]) as data:
+            image = data["image"].astype(np.float32)[..., None]
+            label = data["label"].astype(np.int64)
+        image, mask = self.transform(image, label)
+        return {"image": image, "mask": mask}
+
+
+class CaseDataset(Dataset):
+    """Whole cases for evaluation: ``{"case_id", "image" [C,X,Y,Z], "label" [X,Y,Z], "spacing", "affine"}``."""
+
+    def __init__(self, cases: Sequence[VolumeCase]) -> None:
+        self.cases = list(cases)
+
+    def __len__(self) -> int:
+        return len(self.cases)
+
+    def __getitem__(self, i: int) -> dict[str, Any]:
+        case = self.cases[i]
+        label = torch.from_numpy(case.label) if case.label is not None else None
+        return {
+            "case_id": case.case_id,
+            "image": torch.from_numpy(case.image),
+            "label": label,
+            "spacing": case.spacing,
+            "affine": case.affine,
+        }

@@ -1,0 +1,83 @@
+"""Registered TransUNet variants: ``densevit.create_model("transunet_r50_vitb16", num_classes=9)``.
+
+``transunet_r50_vitb16`` and ``transunet_vit_b16_ref`` use TransUNet's own encoder (so that
+published TransUNet checkpoints and Google ViT ``.npz`` weights load exactly: give the
+``.npz`` as ``model.pretrained``); the others take their encoder from the backbone registry
+(``backbone_pretrained``: a local timm-format weight file for it).
+"""
+from __future__ import annotations
+
+from typing import Any
+
+from torch import nn
+
+from densevit.models import MODELS
+from densevit.segmentation.hybrid_encoder import TransUNetEncoder
+from densevit.segmentation.transunet import TransUNet
+
+
+def _with_registry_backbone(
+    backbone: str, num_classes: int, backbone_pretrained: str | None = None, in_chans: int = 3,
+    backbone_kwargs: dict[str, Any] | None = None, **kwargs: Any
+) -> TransUNet:
+    from densevit.backbones import create_backbone
+
+    encoder = create_backbone(backbone, pretrained=backbone_pretrained, **(backbone_kwargs or {}))
+    if in_chans != 3:
+        raise ValueError(f"{backbone} takes 3-channel input; got in_chans={in_chans}")
+    return TransUNet(encoder, num_classes, in_chans=in_chans, **kwargs)
+
+
+def _with_reference_encoder(
+    num_classes: int, hybrid: bool, in_chans: int = 3,
+    img_size: tuple[int, int] | list[int] = (224, 224), hidden: int = 768, depth: int = 12,
+    num_heads: int = 12, mlp_dim: int = 3072, resnet_layers: tuple[int, ...] | list[int] = (3, 4, 9),
+    resnet_width: int = 64, **kwargs: Any,
+) -> TransUNet:
+    encoder = TransUNetEncoder(
+        in_chans, hybrid, tuple(img_size), hidden, depth, num_heads, mlp_dim, tuple(resnet_layers), resnet_width
+    )
+    return TransUNet(encoder, num_classes, in_chans=in_chans, **kwargs)
+
+
+@MODELS.register("transunet_r50_vitb16")
+def transunet_r50_vitb16(num_classes: int, **kwargs: Any) -> nn.Module:
+    """R50+ViT-B/16 hybrid encoder, skips at strides 8/4/2 (about 105M parameters)."""
+    return _with_reference_encoder(num_classes, hybrid=True, **kwargs)
+
+
+@MODELS.register("transunet_vit_b16_ref")
+def transunet_vit_b16_ref(num_classes: int, **kwargs: Any) -> nn.Module:
+    """TransUNet's plain ViT-B/16 (no CNN, no skips), for the reference's ``ViT-B_16`` weights."""
+    return _with_reference_encoder(num_classes, hybrid=False, **kwargs)
+
+
+@MODELS.register("transunet_vit_b16")
+def transunet_vit_b16(num_classes: int, **kwargs: Any) -> nn.Module:
+    """timm ViT-B/16 encoder, upsampled from stride 16 without skips."""
+    return _with_registry_backbone("vit_base_patch16", num_classes, **kwargs)
+
+
+@MODELS.register("transunet_vit_s16")
+def transunet_vit_s16(num_classes: int, **kwargs: Any) -> nn.Module:
+    """timm ViT-S/16 encoder, upsampled from stride 16 without skips."""
+    return _with_registry_backbone("vit_small_patch16", num_classes, **kwargs)
+
+
+@MODELS.register("transunet_vit_t16")
+def transunet_vit_t16(num_classes: int, **kwargs: Any) -> nn.Module:
+    """timm ViT-Ti/16 encoder, upsampled from stride 16 without skips."""
+    return _with_registry_backbone("vit_tiny_patch16", num_classes, **kwargs)
+
+
+@MODELS.register("transunet_swin_t")
+def transunet_swin_t(num_classes: int, **kwargs: Any) -> nn.Module:
+    """Swin-T encoder; its stride 16/8/4 stages are the skips."""
+    return _with_registry_backbone("swin_tiny", num_classes, **kwargs)
+
+
+@MODELS.register("transunet_r50")
+def transunet_r50(num_classes: int, **kwargs: Any) -> nn.Module:
+    """ResNet-50 encoder (layers 1-4 at strides 4-32) as a plain U-Net-style baseline."""
+    backbone_kwargs = {"return_layers": ["layer1", "layer2", "layer3", "layer4"], **kwargs.pop("backbone_kwargs", {})}
+    return _with_registry_backbone("resnet50", num_classes, backbone_kwargs=backbone_kwargs, **kwargs)
