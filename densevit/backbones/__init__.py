@@ -1,0 +1,21 @@
+"""Backbones: image batch -> list of NCHW feature maps, with ``.channels`` and ``.strides``.
+
+``create_backbone(name, pretrained=None, **kw)`` builds one by name (``list_backbones()`` gives
+the names); ``pretrained`` is a local weight file in our key layout or the library's (see
+``densevit.backbones.weights``). Nothing is ever downloaded: every timm network is created
+with ``pretrained=False``.
+
+Families (each module registers its names when imported here):
+  * ``vit``: vit_tiny_patch16, vit_small_patch16, vit_base_patch16 (optional ViTDet pyramid);
+  * ``swin``: swin_tiny, swin_small, swin_base;
+  * ``tnt``: tnt_small;
+  * ``resnet``: resnet18, resnet50, resnet101 (FrozenBatchNorm2d, DETR's layout);
+  * ``hybrid``: r50_vit_b16 (TransUNet's encoder).
+"""
+from __future__ import annotations
+
+from densevit.backbones import hybrid, resnet, swin, tnt, vit  # noqa: F401  (registers the backbones)
+from densevit.backbones.base import Backbone
+from densevit.backbones.registry import BACKBONES, create_backbone, list_backbones
+
+__all__ = ["BACKBONES", "Backbone", "create_backbone", "list_backbones"]

@@ -1,0 +1,56 @@
+"""``densevit list backbones|models [PATTERN]``: what can be built by name.
+
+``list backbones`` prints a table of every backbone with the channels and strides of its
+feature maps and its parameter count; the backbones are built on PyTorch's ``meta`` device
+(shapes only, no memory, no initialisation), so the table appears in about a second.
+"""
+from __future__ import annotations
+
+import argparse
+
+import torch
+
+from densevit import list_models
+from densevit.backbones import create_backbone, list_backbones
+
+_KINDS = ("backbones", "models")
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    parser = subparsers.add_parser(
+        "list",
+        help="list the backbones or models that can be built by name",
+        description="List registered backbones (with channels, strides and parameters) or models.",
+    )
+    parser.add_argument("kind", choices=_KINDS, help="what to list")
+    parser.add_argument("pattern", nargs="?", default=None, help="shell-style filter, e.g. 'vit_*'")
+    parser.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    if args.kind == "backbones":
+        print(backbone_table(list_backbones(args.pattern)))
+    else:
+        for name in list_models(args.pattern):
+            print(name)
+    return 0
+
+
+def backbone_table(names: list[str]) -> str:
+    """A text table: name, channels, strides and parameters (millions) of each backbone."""
+    rows = [("name", "channels", "strides", "params (M)")]
+    for name in names:
+        with torch.device("meta"):
+            backbone = create_backbone(name)
+        params = sum(p.numel() for p in backbone.parameters()) / 1e6
+        rows.append((name, _joined(backbone.channels), _joined(backbone.strides), f"{params:.2f}"))
+    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
+    lines = [
+        "  ".join(cell.rjust(width) if i == len(row) - 1 else cell.ljust(width) for i, (cell, width) in enumerate(zip(row, widths)))
+        for row in rows
+    ]
+    return "\n".join(line.rstrip() for line in lines)
+
+
+def _joined(values: list[int]) -> str:
+    return ",".join(str(v) for v in values)
