@@ -19,6 +19,20 @@ from densevit.evaluation.coco import STAT_NAMES, COCOEvaluator, scalar_metrics
 BACKENDS = ["pycocotools", "faster_coco_eval"]
 
 
+def pycocotools_stats(gt: dict, results: list[dict], iou_type: str = "bbox") -> np.ndarray:
+    """The 12 stats of plain pycocotools (loadRes + COCOeval) on deep copies of the inputs."""
+    with contextlib.redirect_stdout(io.StringIO()):
+        coco_gt = COCO()
+        coco_gt.dataset = copy.deepcopy(gt)
+        coco_gt.createIndex()
+        coco_dt = coco_gt.loadRes(copy.deepcopy(results))
+        evaluator = COCOeval(coco_gt, coco_dt, iou_type)
+        evaluator.evaluate()
+        evaluator.accumulate()
+        evaluator.summarize()
+    return np.asarray(evaluator.stats)
+
+
 def stats_of(result: dict, iou_type: str = "bbox") -> np.ndarray:
     return np.array([result[iou_type][name] for name in STAT_NAMES])
 
@@ -95,7 +109,7 @@ def test_per_class_ap_equals_pycocotools_restricted_to_that_category(real_data):
             assert per_class[category]["AP75"] == pytest.approx(reference.stats[2], abs=1e-12)
 
 
-def test_voc_ids_beyond_32_bits(real_data, pycocotools_stats):
+def test_voc_ids_beyond_32_bits(real_data):
     """Image ids such as 20180000001 give the same numbers as the same data with small ids."""
     folder = real_data / "voc100" / "annotations"
     gt = json.loads((folder / "instances.json").read_text())
@@ -121,7 +135,7 @@ def test_voc_ids_beyond_32_bits(real_data, pycocotools_stats):
 
 # --------------------------------------------------------------------------- edge cases
 @pytest.mark.parametrize("backend", BACKENDS)
-def test_synthetic_set_matches_pycocotools(backend, pycocotools_stats):
+def test_synthetic_set_matches_pycocotools(backend):
     """Crowd boxes, an image without ground truth, false positives, non-contiguous categories."""
     gt, results = synthetic()
     assert any(a["iscrowd"] for a in gt["annotations"])
@@ -131,7 +145,7 @@ def test_synthetic_set_matches_pycocotools(backend, pycocotools_stats):
 
 
 @pytest.mark.parametrize("backend", BACKENDS)
-def test_no_predictions_at_all_gives_zero(backend, pycocotools_stats):
+def test_no_predictions_at_all_gives_zero(backend):
     gt, _ = synthetic()
     with contextlib.redirect_stdout(io.StringIO()), pytest.raises(IndexError):
         coco_gt = COCO()
@@ -145,7 +159,7 @@ def test_no_predictions_at_all_gives_zero(backend, pycocotools_stats):
     assert stats[0] == 0 and set(stats) <= {0.0, -1.0}
 
 
-def test_huge_ids_are_renumbered(pycocotools_stats):
+def test_huge_ids_are_renumbered():
     """Ids beyond 2**63 (no fixed-size integer holds them) give the small-id numbers."""
     gt, results = synthetic(seed=1)
     big = copy.deepcopy(gt)
@@ -166,7 +180,7 @@ def test_huge_ids_are_renumbered(pycocotools_stats):
 
 
 @pytest.mark.parametrize("backend", BACKENDS)
-def test_annotation_id_zero_is_matched(backend, pycocotools_stats):
+def test_annotation_id_zero_is_matched(backend):
     """pycocotools never matches an annotation with id 0; renumbering gives the fixed-file numbers."""
     gt, results = synthetic(seed=2)
     # Put id 0 on an annotation that a detection matches well.
@@ -188,7 +202,7 @@ def test_annotation_id_zero_is_matched(backend, pycocotools_stats):
     np.testing.assert_allclose(stats_of(evaluate(with_zero, results, backend)), expected, rtol=0, atol=1e-12)
 
 
-def test_tensor_predictions_with_contiguous_labels(pycocotools_stats):
+def test_tensor_predictions_with_contiguous_labels():
     """``process`` takes a postprocessor's per-image xyxy boxes, contiguous labels and target ids."""
     gt, results = synthetic(seed=3)
     categories = [c["id"] for c in gt["categories"]]
@@ -210,7 +224,7 @@ def test_tensor_predictions_with_contiguous_labels(pycocotools_stats):
     assert flat["bbox/AP"] == result["bbox"]["AP"] and len(flat) == 12
 
 
-def test_mask_predictions_as_binary_tensors(pycocotools_stats):
+def test_mask_predictions_as_binary_tensors():
     rng = np.random.default_rng(4)
     h, w = 40, 60
     gt = {"images": [{"id": 1, "height": h, "width": w}, {"id": 2, "height": h, "width": w}],
