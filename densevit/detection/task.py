@@ -69,17 +69,27 @@ class DetectionLossConfig:
 
 
 class DetectionEvaluator:
-    """COCO box AP through :class:`densevit.evaluation.coco.COCOEvaluator`, flat scalar metrics."""
+    """COCO box AP through :class:`densevit.evaluation.coco.COCOEvaluator`, flat scalar metrics.
+
+    Detections of classes whose category id the ground truth lacks (the unused ids of a
+    91-class COCO head) are left out, as pycocotools ignores categories it has no ground truth for.
+    """
 
     def __init__(self, annotation_file: str, category_ids: list[int]) -> None:
         from densevit.evaluation.coco import COCOEvaluator
 
-        self.coco = COCOEvaluator(annotation_file, iou_types=("bbox",), label_to_category_id=category_ids)
+        known = {int(c["id"]) for c in load_coco(annotation_file).dataset["categories"]}
+        self.mapping = {label: cid for label, cid in enumerate(category_ids) if cid in known}
+        self.coco = COCOEvaluator(annotation_file, iou_types=("bbox",), label_to_category_id=self.mapping)
 
     def reset(self) -> None:
         self.coco.reset()
 
     def process(self, predictions: list[dict[str, Tensor]], targets: list[dict[str, Any]]) -> None:
+        if len(self.mapping) < max((int(p["labels"].max()) + 1 for p in predictions if len(p["labels"])), default=0):
+            mapped = torch.tensor(sorted(self.mapping))
+            predictions = [{k: v[torch.isin(p["labels"], mapped.to(p["labels"].device))] for k, v in p.items()}
+                           for p in predictions]
         self.coco.process(predictions, targets)
 
     def compute(self) -> dict[str, float]:
@@ -100,17 +110,28 @@ class DetectionTask(Task):
 
     @cached_property
     def categories(self) -> tuple[list[int], list[str]]:
-        """(category ids, class names) in contiguous-label order."""
+        """(category ids, class names) in contiguous-label order.
+
+        ``data.category_ids`` (e.g. the identity map of converted official COCO weights) wins
+        over the annotation files, which give the ids in increasing order otherwise.
+        """
         data = self.cfg.data
+        names: dict[int, str] = {}
         for path in (data.train_annotations, data.val_annotations):
             if path and Path(path).is_file():
-                cats = sorted(load_coco(path).dataset["categories"], key=lambda c: int(c["id"]))
-                return [int(c["id"]) for c in cats], [str(c.get("name", c["id"])) for c in cats]
+                cats = load_coco(path).dataset["categories"]
+                names = {int(c["id"]): str(c.get("name", c["id"])) for c in cats}
+                break
+        if data.category_ids:
+            if data.class_names and len(data.class_names) != len(data.category_ids):
+                raise ConfigError(f"data.category_ids: {len(data.category_ids)} ids for {len(data.class_names)} class_names")
+            given = dict(zip(data.category_ids, data.class_names))
+            return list(data.category_ids), [names.get(i, given.get(i, f"category {i}")) for i in data.category_ids]
+        if names:
+            ids = sorted(names)
+            return ids, [names[i] for i in ids]
         if data.class_names:
-            ids = data.category_ids or list(range(1, len(data.class_names) + 1))
-            if len(ids) != len(data.class_names):
-                raise ConfigError(f"data.category_ids: {len(ids)} ids for {len(data.class_names)} class_names")
-            return list(ids), list(data.class_names)
+            return list(range(1, len(data.class_names) + 1)), list(data.class_names)
         count = self.num_classes
         warnings.warn("no annotation file or data.class_names: classes are named by index", stacklevel=2)
         return list(range(1, count + 1)), [f"class {i}" for i in range(1, count + 1)]

@@ -88,3 +88,27 @@ def test_fine_tuning_reinitialises_only_the_class_head(real_data, tmp_path):
         load_detector_weights(target, tmp_path / "coco.pth")
     assert torch.equal(target.input_proj.weight, source.input_proj.weight)
     assert target.class_embed.weight.shape[0] == 20
+
+
+def test_identity_labelled_coco_head_scores_ground_truth_boxes_perfectly(real_data):
+    """A 91-class head whose labels are category ids (converted official weights): detections of
+    ids absent from the ground truth are left out, the rest score AP 1 on the true boxes."""
+    import torch
+    from torchvision.ops import box_convert
+
+    from densevit.detection.task import DetectionEvaluator
+
+    gt_file = real_data / "voc100" / "annotations" / "instances.json"
+    raw = json.loads(gt_file.read_text())
+    evaluator = DetectionEvaluator(str(gt_file), list(range(91)))
+    evaluator.reset()
+    for image in raw["images"]:
+        anns = [a for a in raw["annotations"] if a["image_id"] == image["id"]]
+        boxes = box_convert(torch.tensor([a["bbox"] for a in anns], dtype=torch.float64).reshape(-1, 4), "xywh", "xyxy")
+        labels = torch.tensor([a["category_id"] for a in anns] + [0, 55])  # 0 and 55: no such category
+        junk = torch.tensor([[0.0, 0.0, 5.0, 5.0], [1.0, 1.0, 9.0, 9.0]], dtype=torch.float64)
+        evaluator.process([{"boxes": torch.cat([boxes, junk]), "labels": labels,
+                            "scores": torch.ones(len(labels), dtype=torch.float64)}],
+                          [{"image_id": torch.tensor(image["id"])}])
+    metrics = evaluator.compute()
+    assert metrics["AP"] == pytest.approx(1.0) and metrics["AP50"] == pytest.approx(1.0)
