@@ -22,7 +22,13 @@ TASKS = Registry("task")
 
 
 class Evaluator(Protocol):
-    """Accumulates predictions against targets; ``compute`` returns named scalar metrics."""
+    """Accumulates predictions against targets; ``compute`` returns named metrics.
+
+    In a distributed run every process calls ``process`` on its own share of the validation
+    set (each sample on exactly one process) and every process calls ``compute``, which
+    combines all shares (see :mod:`densevit.evaluation.distributed`) and returns the same
+    result everywhere. ``process`` receives tensors on the training device.
+    """
 
     def reset(self) -> None: ...
 

@@ -477,7 +477,7 @@ class Trainer:
         self.train_model.train()
 
     def evaluate(self) -> dict[str, Any]:
-        """Score the validation set: each process runs its shard, the main process scores all."""
+        """Score the validation set: each process runs its shard; the evaluator combines them."""
         return evaluate_model(
             self.task,
             self.model,
@@ -529,39 +529,26 @@ def evaluate_model(
 ) -> dict[str, Any]:
     """Run ``task.eval_step`` over ``dataset`` and return the evaluator's metrics (on every process).
 
-    Under DDP each process takes an unpadded shard; predictions and targets go to the main
-    process batch by batch (on the CPU), so the evaluator sees every sample exactly once.
+    Under DDP each process takes an unpadded shard, so every sample is scored exactly once;
+    every process calls ``compute()``, which combines the shards (the evaluator contract),
+    and the main process's result is then shared so that all take the same decisions.
     """
-    world, rank = dist.world_size(), dist.rank()
-    sampler = ShardSampler(len(dataset), world, rank)
+    sampler = ShardSampler(len(dataset), dist.world_size(), dist.rank())
     loader = make_loader(dataset, sampler, batch_size, False)
-    rounds = max(dist.all_gather_objects(len(loader)))  # shards may differ by one batch
     evaluator = task.build_evaluator()
     evaluator.reset()
     postprocess = task.build_postprocessor()
     was_training = model.training
     model.eval()
-    batches = iter(loader)
     with torch.no_grad():
-        for _ in range(rounds):
-            batch = next(batches, None)
-            result = None
-            if batch is not None:
-                images, targets = task.to_device(batch, device)
-                if use_channels_last:
-                    images = channels_last(images)
-                with autocast(precision, device):
-                    predictions = task.eval_step(model, images, targets, postprocess)
-                result = (predictions, targets)
-            if world == 1:
-                evaluator.process(*result)
-                continue
-            gathered = dist.all_gather_objects(_to_cpu(result))
-            if dist.is_main_process():
-                for item in gathered:
-                    if item is not None:
-                        evaluator.process(*item)
-    metrics = evaluator.compute() if dist.is_main_process() else None
+        for batch in loader:
+            images, targets = task.to_device(batch, device)
+            if use_channels_last:
+                images = channels_last(images)
+            with autocast(precision, device):
+                predictions = task.eval_step(model, images, targets, postprocess)
+            evaluator.process(predictions, targets)
+    metrics = evaluator.compute()
     model.train(was_training)
     return dist.broadcast_object(metrics)
 
@@ -641,16 +628,6 @@ def _loss_values(losses: dict[str, torch.Tensor]) -> dict[str, float]:
     names = sorted(losses, key=lambda n: (n != "loss", n))
     values = torch.stack([losses[n].detach().float().reshape(()) for n in names]).tolist()
     return dict(zip(names, values))
-
-
-def _to_cpu(obj: Any) -> Any:
-    if isinstance(obj, torch.Tensor):
-        return obj.cpu()
-    if isinstance(obj, dict):
-        return {k: _to_cpu(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return type(obj)(_to_cpu(v) for v in obj)
-    return obj
 
 
 def _plain_metrics(metrics: dict[str, Any]) -> dict[str, Any]:

@@ -19,6 +19,7 @@ from typing import Any, Callable
 
 import numpy as np
 import torch
+import torch.distributed as dist
 import torch.nn.functional as F
 from torch import nn
 from torch.utils.data import Dataset
@@ -117,9 +118,13 @@ class ConfusionEvaluator:
         self.images += len(targets)
 
     def compute(self) -> dict[str, Any]:
-        m = self.matrix.double()
+        """Summed over all processes of a distributed run (each scored its own share)."""
+        counts = torch.cat([self.matrix.reshape(-1), torch.tensor([self.images])])
+        if dist.is_initialized() and dist.get_world_size() > 1:
+            dist.all_reduce(counts)
+        m, images = counts[:-1].reshape(self.matrix.shape).double(), int(counts[-1])
         iou = m.diag() / (m.sum(0) + m.sum(1) - m.diag())
-        return {"mIoU": float(iou.nanmean()), "pixel_acc": float(m.diag().sum() / m.sum()), "images": self.images}
+        return {"mIoU": float(iou.nanmean()), "pixel_acc": float(m.diag().sum() / m.sum()), "images": images}
 
 
 @TASKS.register("toy_segmentation")
