@@ -47,7 +47,9 @@ def test_parameter_column_counts_the_networks(full_table) -> None:
         resnet = torchvision.models.resnet50(weights=None)
     # FrozenBatchNorm2d holds its affine terms as buffers, so the ResNet count leaves out BN and fc
     resnet_trunk = sum(
-        p.numel() for n, p in resnet.named_parameters() if not n.startswith("fc.") and ".bn" not in f".{n}" and "downsample.1" not in n
+        p.numel()
+        for n, p in resnet.named_parameters()
+        if not n.startswith("fc.") and ".bn" not in f".{n}" and "downsample.1" not in n
     )
     assert rows["vit_base_patch16"][2] == f"{sum(p.numel() for p in vit.parameters()) / 1e6:.2f}" == "85.80"
     assert rows["resnet50"][2] == f"{resnet_trunk / 1e6:.2f}"

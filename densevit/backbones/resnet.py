@@ -49,7 +49,9 @@ class ResNetBackbone(Backbone):
         if not return_layers or return_layers != sorted(set(return_layers)) or not set(return_layers) <= set(
             _LAYER_STRIDES
         ):
-            raise ValueError(f"return_layers must be increasing names among {list(_LAYER_STRIDES)}, got {return_layers}")
+            raise ValueError(
+                f"return_layers must be increasing names among {list(_LAYER_STRIDES)}, got {return_layers}"
+            )
         if dilation and arch in ("resnet18", "resnet34"):
             raise ValueError(f"{arch} has basic blocks, which torchvision cannot dilate; use resnet50 or resnet101")
         net = getattr(torchvision.models, arch)(

@@ -52,7 +52,9 @@ class SwinBackbone(Backbone):
         if not self.out_indices or self.out_indices != sorted(set(self.out_indices)) or not all(
             0 <= i < len(stages) for i in self.out_indices
         ):
-            raise ValueError(f"out_indices must be increasing stage indices in 0..{len(stages) - 1}, got {list(out_indices)}")
+            raise ValueError(
+                f"out_indices must be increasing stage indices in 0..{len(stages) - 1}, got {list(out_indices)}"
+            )
         self.norm = norm
         self.channels = [stages[i]["num_chs"] for i in self.out_indices]
         self.strides = [stages[i]["reduction"] for i in self.out_indices]

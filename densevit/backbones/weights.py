@@ -37,7 +37,9 @@ def read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
     """Read the tensors of a local weight file (see the module docstring for formats)."""
     path = Path(path)
     if not path.is_file():
-        raise UserInputError(f"pretrained weights {path}: file not found (expected a local .pth, .pt or .safetensors file)")
+        raise UserInputError(
+            f"pretrained weights {path}: file not found (expected a local .pth, .pt or .safetensors file)"
+        )
     try:
         if path.suffix == ".safetensors":
             from safetensors.torch import load_file
@@ -52,7 +54,10 @@ def read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
             content = content[key]
             break
     if not isinstance(content, dict):
-        raise UserInputError(f"pretrained weights {path}: expected a state dict (a mapping of names to tensors), got {type(content).__name__}")
+        raise UserInputError(
+            f"pretrained weights {path}: expected a state dict (a mapping of names to tensors), "
+            f"got {type(content).__name__}"
+        )
     state = {k: v for k, v in content.items() if isinstance(k, str) and isinstance(v, torch.Tensor)}
     if not state:
         raise UserInputError(f"pretrained weights {path}: holds no tensors (top-level keys: {_listed(content)})")

@@ -45,11 +45,11 @@ def backbone_table(names: list[str]) -> str:
         params = sum(p.numel() for p in backbone.parameters()) / 1e6
         rows.append((name, _joined(backbone.channels), _joined(backbone.strides), f"{params:.2f}"))
     widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
-    lines = [
-        "  ".join(cell.rjust(width) if i == len(row) - 1 else cell.ljust(width) for i, (cell, width) in enumerate(zip(row, widths)))
-        for row in rows
-    ]
-    return "\n".join(line.rstrip() for line in lines)
+    lines = []
+    for row in rows:
+        cells = [cell.ljust(width) for cell, width in zip(row[:-1], widths)]  # numbers right-aligned
+        lines.append("  ".join([*cells, row[-1].rjust(widths[-1])]))
+    return "\n".join(lines)
 
 
 def _joined(values: list[int]) -> str:

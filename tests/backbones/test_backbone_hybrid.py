@@ -13,7 +13,8 @@ def test_skips_and_tokens_match_timm_forward_paths() -> None:
     images = image_batch(2, 64, 96)
     with torch.no_grad():
         maps = backbone(images)
-        cnn_maps = backbone.body.patch_embed.backbone.forward_intermediates(images, indices=[0, 1, 2], intermediates_only=True)
+        cnn = backbone.body.patch_embed.backbone
+        cnn_maps = cnn.forward_intermediates(images, indices=[0, 1, 2], intermediates_only=True)
         tokens = backbone.body.forward_features(images)  # [B, N, 768] after the final norm, no class token
     for got, want in zip(maps[:3], cnn_maps):
         torch.testing.assert_close(got, want)

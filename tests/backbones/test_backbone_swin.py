@@ -22,8 +22,9 @@ def fixed_size_timm_swin(state: dict, img_size: tuple[int, int]):
 
 def test_non_square_input_matches_timm_built_for_that_size() -> None:
     # Stages 1-3 see grids larger than one window (7) in both directions at 128x160 (32x40, 16x20,
-    # 8x10: not whole windows), where a model built for that size uses the same windows and shifts; its precomputed shifted-window masks
-    # must equal the ones the backbone builds for the padded input on the fly. (Agreement at
+    # 8x10: not whole windows), where a model built for that size uses the same windows and
+    # shifts; its precomputed shifted-window masks must equal the ones the backbone builds for
+    # the padded input on the fly. (Agreement at
     # 224x224 is checked with a timm checkpoint in test_backbone_weights.py.)
     ours = shared_backbone("swin_tiny")
     reference = fixed_size_timm_swin(ours.state_dict(), (128, 160))

@@ -86,7 +86,8 @@ def test_timm_hybrid_checkpoint_drops_the_class_token(tmp_path, caplog) -> None:
     images = image_batch(1, 32, 48)
     with torch.no_grad():
         skips = backbone(images)[:3]
-        expected = reference.patch_embed.backbone.forward_intermediates(images, indices=[0, 1, 2], intermediates_only=True)
+        cnn = reference.patch_embed.backbone
+        expected = cnn.forward_intermediates(images, indices=[0, 1, 2], intermediates_only=True)
     for got, want in zip(skips, expected):
         torch.testing.assert_close(got, want)
 
@@ -151,5 +152,6 @@ def test_file_matching_no_key_is_an_error(tmp_path) -> None:
 def test_wrong_shapes_are_an_error_and_name_the_tensor(tmp_path) -> None:
     path = tmp_path / "resnet50.pth"
     torch.save(shared_backbone("resnet18").state_dict(), path)
-    with pytest.raises(UserInputError, match=r"resnet50.pth: \d+ tensors have the wrong shape .*body\.layer1\.0\.conv1\.weight"):
+    message = r"resnet50.pth: \d+ tensors have the wrong shape .*body\.layer1\.0\.conv1\.weight"
+    with pytest.raises(UserInputError, match=message):
         create_backbone("resnet50", pretrained=path)
