@@ -154,6 +154,12 @@ def test_semantic_bad_inputs(capsys, tmp_path):
     Image.fromarray(np.zeros((4, 5, 3), dtype=np.uint8)).save(pred_dir / "a.png")
     assert main(args) == 2
     assert "expected a single-channel label PNG, got mode RGB" in error_line(capsys)
+    write_png(pred_dir / "a.png", np.zeros((4, 5)))
+    names = tmp_path / "names.txt"
+    names.write_text("road\ncar\n")
+    assert main(args + ["--class-names", str(names)]) == 2
+    line = error_line(capsys)
+    assert str(names) in line and "2 class names for 3 classes" in line
 
 
 # --------------------------------------------------------------------------- medical

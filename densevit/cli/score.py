@@ -97,7 +97,8 @@ def _score_coco(args: argparse.Namespace) -> tuple[dict, str]:
     return result, coco.format_table(result, per_class=args.per_class)
 
 
-def _read_class_names(path: Path | None) -> list[str] | None:
+def _class_names(path: Path | None, num_classes: int | None) -> list[str] | None:
+    """The names in ``path`` (one per line, label 0 first), checked against ``num_classes``."""
     if path is None:
         return None
     try:
@@ -108,6 +109,9 @@ def _read_class_names(path: Path | None) -> list[str] | None:
         names.pop()
     if not names or not all(names):
         raise UserInputError(f"{path}: expected one non-empty class name per line")
+    if num_classes is not None and len(names) != num_classes:
+        raise UserInputError(f"{path}: {len(names)} class names for {num_classes} classes "
+                             "(one per label, label 0 first)")
     return names
 
 
@@ -149,10 +153,11 @@ def _with_files(action: Callable[[], Any], *paths: Path) -> Any:
 
 
 def _score_semantic(args: argparse.Namespace) -> tuple[dict, str]:
+    if args.num_classes < 1:
+        raise UserInputError(f"--num-classes must be at least 1, got {args.num_classes}")
+    names = _class_names(args.class_names, args.num_classes)
     evaluator = semantic.SemanticEvaluator(args.num_classes, ignore_index=args.ignore_index,
-                                           reduce_zero_label=args.reduce_zero_label,
-                                           class_names=_with_files(lambda: _read_class_names(args.class_names),
-                                                                   args.class_names or Path("--class-names")))
+                                           reduce_zero_label=args.reduce_zero_label, class_names=names)
     for _, gt_path, pred_path in _pairs(args.gt_dir, args.pred_dir, (".png",)):
         gt, pred = _read_label_png(gt_path), _read_label_png(pred_path)
         if gt.shape != pred.shape:
@@ -171,13 +176,16 @@ def _read_nifti(path: Path) -> tuple[np.ndarray, tuple[float, ...]]:
         data = np.asanyarray(image.dataobj)
     except Exception as err:  # nibabel raises many types for unreadable files
         raise UserInputError(f"{path}: cannot read the NIfTI file ({err})") from None
-    data = np.squeeze(data) if data.ndim > 3 else data
+    while data.ndim > 3 and data.shape[-1] == 1:  # (x, y, z, 1) label files
+        data = data[..., 0]
     return data, tuple(float(z) for z in image.header.get_zooms()[:data.ndim])
 
 
 def _score_medical(args: argparse.Namespace) -> tuple[dict, str]:
+    if args.num_classes is not None and args.num_classes < 2:
+        raise UserInputError(f"--num-classes must be at least 2 (background and a class), got {args.num_classes}")
     pairs = _pairs(args.gt_dir, args.pred_dir, NIFTI_SUFFIXES)
-    names = _read_class_names(args.class_names)
+    names = _class_names(args.class_names, args.num_classes)
     num_classes = args.num_classes or (len(names) if names else None)
     if num_classes is None:
         largest = 0
@@ -186,9 +194,7 @@ def _score_medical(args: argparse.Namespace) -> tuple[dict, str]:
                 data = _read_nifti(path)[0]
                 largest = max(largest, int(np.nanmax(data)) if data.size else 0)
         num_classes = max(largest + 1, 2)
-    evaluator = _with_files(lambda: medical.MedicalEvaluator(num_classes, convention=args.convention,
-                                                             class_names=names),
-                            args.class_names or Path("--class-names"))
+    evaluator = medical.MedicalEvaluator(num_classes, convention=args.convention, class_names=names)
     for name, gt_path, pred_path in pairs:
         (gt, spacing), (pred, pred_spacing) = _read_nifti(gt_path), _read_nifti(pred_path)
         if gt.shape != pred.shape:
