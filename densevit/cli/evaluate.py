@@ -29,7 +29,6 @@ def run(args: argparse.Namespace) -> int:
     from densevit.engine.trainer import evaluate
 
     cfg = load_experiment(args.config, args.overrides)
-    cfg.model.pretrained = None  # the checkpoint provides every weight
     metrics = evaluate(cfg, args.checkpoint, device=args.device)
     if launcher_rank() == 0:
         text = json.dumps(json_safe(metrics), indent=2, allow_nan=False)

@@ -12,6 +12,7 @@ micro-batches. Schedules, ``train.iters`` and iteration-based cadences count ste
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import itertools
 import json
 import math
@@ -568,6 +569,8 @@ def train(cfg: ExperimentConfig, out_dir: Path, resume: str | None = None, devic
 
 def evaluate(cfg: ExperimentConfig, checkpoint: str | Path, device: str = "auto") -> dict[str, Any]:
     """Score the checkpoint's weights on ``cfg``'s validation set (also under torchrun)."""
+    # The checkpoint provides every weight: never read model.pretrained (it may be gone).
+    cfg = dataclasses.replace(cfg, model=dataclasses.replace(cfg.model, pretrained=None))
     torch_device = resolve_device(device if device != "auto" else cfg.train.device)
     joined = dist.init_distributed(torch_device)
     try:

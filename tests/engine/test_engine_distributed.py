@@ -7,12 +7,14 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 import torch
 from toy_segmentation_task import CONFIG, toy_config
 
 from densevit.engine.checkpoint import load_checkpoint
 from densevit.engine.logs import read_records
 from densevit.engine.trainer import train
+from densevit.errors import UserInputError
 
 HERE = Path(__file__).resolve().parent
 # Dropout and flips draw per-process random numbers, which one process cannot reproduce.
@@ -44,6 +46,8 @@ def test_two_gloo_processes_match_one_process(tmp_path):
         for key in ("loss", "loss_ce", "lr", "mIoU"):
             if key in b:
                 assert abs(a[key] - b[key]) < 1e-4, (a, b)
+    with pytest.raises(UserInputError, match="written by 2 processes; resume with the same number"):
+        train(toy_config(*SAME_DATA, "train.batch_size=8"), tmp_path / "other", resume=str(ddp_dir / "last.pth"), device="cpu")
     ddp_metrics = json.loads((ddp_dir / "metrics.json").read_text())
     assert ddp_metrics["images"] == 8  # every validation image scored once across the two shards
     assert abs(ddp_metrics["mIoU"] - single_metrics["mIoU"]) < 1e-4
