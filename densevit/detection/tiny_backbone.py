@@ -2,7 +2,9 @@
 
 The registry's ResNets follow DETR's fine-tuning layout (frozen batch norm, frozen stem),
 which suits ImageNet-initialised weights; trained from scratch, a network needs batch norm
-that learns. This one has four stride-2 stages of conv-BN-ReLU plus a residual block each.
+that learns. This one has four stride-2 stages of conv-BN-ReLU, each followed by
+``blocks[i]`` residual blocks (by default only the two coarse stages have one, where they
+are cheap).
 """
 from __future__ import annotations
 
@@ -28,11 +30,13 @@ class _Residual(nn.Module):
 class TinyConvNet(nn.Module):
     """forward(x [B,3,H,W]) -> [x_16 [B,C,ceil(H/16),ceil(W/16)]] (one map; ``.channels``/``.strides``)."""
 
-    def __init__(self, widths: Sequence[int] = (32, 64, 128, 192)) -> None:
+    def __init__(self, widths: Sequence[int] = (24, 48, 96, 160), blocks: Sequence[int] = (0, 0, 1, 1)) -> None:
         super().__init__()
+        if len(blocks) != len(widths):
+            raise ValueError(f"one residual-block count per stage: {len(widths)} widths, {len(blocks)} counts")
         stages, in_ch = [], 3
-        for width in widths:
-            stages.append(nn.Sequential(_conv_bn(in_ch, width, 2), _Residual(width)))
+        for width, count in zip(widths, blocks):
+            stages.append(nn.Sequential(_conv_bn(in_ch, width, 2), *(_Residual(width) for _ in range(count))))
             in_ch = width
         self.stages = nn.Sequential(*stages)
         self.channels = [widths[-1]]

@@ -32,7 +32,7 @@ def _voc_config(real_data: Path, **train) -> dict:
                  "val_size": 96},
         "loss": {"classification": "sigmoid", "cost_class": 2.0, "weight_class": 2.0},
         "optim": {"lr": 0.0002},
-        "train": {"iters": 3, "batch_size": 2, "eval_every": 0, "checkpoint_every": 0, "precision": "fp32",
+        "train": {"iters": 3, "batch_size": 2, "eval_batch_size": 25, "eval_every": 0, "checkpoint_every": 0, "precision": "fp32",
                   "progress": False, "tensorboard": False, "plot_curves": False, "log_every": 1, **train},
     }
 
