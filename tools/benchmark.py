@@ -25,7 +25,9 @@ def main(argv: list[str] | None = None) -> int:
         module.add_arguments(section)
         section.set_defaults(module=module)
     args = parser.parse_args(argv)
-    results = {"section": args.section, "environment": environment(), **args.module.run(args)}
+    figures = args.module.run(args)
+    # After the run: a section may set its own thread count, and the record should say so.
+    results = {"section": args.section, **figures, "environment": environment()}
     write_json_atomic(results, args.out)
     print(json.dumps(results, indent=2))
     print(f"wrote {args.out}")
