@@ -76,9 +76,11 @@ def predict_volume(model: nn.Module, image: Tensor, size: Sequence[int], batch_s
 
 
 def overlay(image: np.ndarray, labels: np.ndarray, palette: Sequence[Sequence[int]], alpha: float = 0.45) -> np.ndarray:
-    """RGB uint8 [H,W,3] picture with class colours blended over ``image`` ([H,W,3] uint8); class 0 of
-    medical labels (background) is left uncoloured by passing a palette whose first entry is None."""
-    canvas = torch.from_numpy(np.ascontiguousarray(image)).permute(2, 0, 1)
+    """``image`` [H,W,3] uint8 with each class's colour blended over its pixels -> [H,W,3] uint8.
+
+    A class whose palette entry is None is left uncoloured (background in medical pictures).
+    """
+    canvas = torch.from_numpy(np.array(image, dtype=np.uint8)).permute(2, 0, 1)
     lab = torch.from_numpy(labels.astype(np.int64))
     classes = [c for c in range(len(palette)) if palette[c] is not None]
     masks = torch.stack([lab == c for c in classes]) if classes else torch.zeros(0, *lab.shape, dtype=torch.bool)

@@ -33,6 +33,8 @@ from densevit.segmentation.inference import (
     to_uint8_grey,
 )
 
+MIN_PICTURE_SIDE = 256
+
 if TYPE_CHECKING:
     from densevit.segmentation.task import SegmentationTask
 
@@ -80,7 +82,8 @@ def _predict_volume(task: "SegmentationTask", model: nn.Module, path: Path, out_
     z = int(np.argmax((labels > 0).sum(axis=(0, 1))))
     palette: list = [None, *task.palette()[1:]]
     picture = overlay(to_uint8_grey(case.image[0, :, :, z]), labels[:, :, z], palette)
-    _save_png(picture, out_dir / f"{case_id}_overlay.png")
+    zoom = max(1, MIN_PICTURE_SIDE // max(picture.shape[:2]))  # small slices: enlarge to be seen
+    _save_png(picture.repeat(zoom, axis=0).repeat(zoom, axis=1), out_dir / f"{case_id}_overlay.png")
     return target
 
 
