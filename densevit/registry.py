@@ -10,11 +10,13 @@ import difflib
 import fnmatch
 from typing import Any, Callable, Iterator, TypeVar
 
+from densevit.errors import UserInputError
+
 F = TypeVar("F", bound=Callable[..., Any])
 
 
-class UnknownNameError(KeyError):
-    """Raised when a registry is asked for a name it does not hold."""
+class UnknownNameError(UserInputError, KeyError):
+    """Raised when a registry is asked for a name it does not hold (a user-input error)."""
 
     def __str__(self) -> str:  # KeyError quotes its argument; we want the plain sentence
         return str(self.args[0])

@@ -46,6 +46,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     except UserInputError as err:
         print(f"densevit {args.command}: error: {err}", file=sys.stderr)
         return 2
+    except BrokenPipeError:
+        # The reader went away (``densevit list backbones | head``): not an error of ours.
+        sys.stderr.close()
+        return 0
     except KeyboardInterrupt:
         print(f"densevit {args.command}: interrupted", file=sys.stderr)
         return 130
