@@ -8,11 +8,11 @@ from __future__ import annotations
 
 import argparse
 import importlib
-import json
 import sys
 from pathlib import Path
 
-from densevit.bench import SECTIONS, environment, write_json_atomic
+from densevit.bench import SECTIONS, environment
+from densevit.io import dumps_json, write_json_atomic
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -29,7 +29,7 @@ def main(argv: list[str] | None = None) -> int:
     # After the run: a section may set its own thread count, and the record should say so.
     results = {"section": args.section, **figures, "environment": environment()}
     write_json_atomic(results, args.out)
-    print(json.dumps(results, indent=2))
+    print(dumps_json(results, indent=2))
     print(f"wrote {args.out}")
     return 0
 

@@ -6,12 +6,9 @@ ratio. ``tools/benchmark.py SECTION`` prints it and writes it as JSON.
 """
 from __future__ import annotations
 
-import json
 import os
 import platform
-import tempfile
 import time
-from pathlib import Path
 from typing import Any, Callable
 
 import torch
@@ -42,16 +39,3 @@ def environment() -> dict[str, Any]:
         "torch_threads": torch.get_num_threads(),
         "cuda": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None,
     }
-
-
-def write_json_atomic(data: dict[str, Any], path: Path) -> None:
-    """Write ``data`` as JSON to ``path`` through a temporary file and a rename."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w") as handle:
-            json.dump(data, handle, indent=2)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise

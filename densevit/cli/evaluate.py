@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import argparse
-import json
 from pathlib import Path
 
 
@@ -25,13 +24,13 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     from densevit.engine.build import load_experiment
     from densevit.engine.distributed import launcher_rank
-    from densevit.engine.logs import json_safe, write_text_atomic
+    from densevit.io import dumps_json, write_text_atomic
     from densevit.engine.trainer import evaluate
 
     cfg = load_experiment(args.config, args.overrides)
     metrics = evaluate(cfg, args.checkpoint, device=args.device)
     if launcher_rank() == 0:
-        text = json.dumps(json_safe(metrics), indent=2, allow_nan=False)
+        text = dumps_json(metrics, indent=2)
         if args.out:
             write_text_atomic(args.out, text + "\n")
         print(text)

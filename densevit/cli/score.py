@@ -10,13 +10,12 @@ A readable table goes to stdout; ``--out FILE`` also writes the numbers as JSON 
 from __future__ import annotations
 
 import argparse
-import math
 from pathlib import Path
 from typing import Any, Callable
 
 import numpy as np
 
-from densevit.bench import write_json_atomic
+from densevit.io import write_json_atomic
 from densevit.errors import UserInputError
 from densevit.evaluation import coco, medical, semantic
 
@@ -71,20 +70,9 @@ def run(args: argparse.Namespace) -> int:
     result, table = args.score(args)
     print(table)
     if args.out is not None:
-        write_json_atomic(_json_safe(result), args.out)
+        write_json_atomic(result, args.out)
         print(f"wrote {args.out}")
     return 0
-
-
-def _json_safe(value: Any) -> Any:
-    """``value`` with NaN replaced by None (JSON has no NaN)."""
-    if isinstance(value, float) and math.isnan(value):
-        return None
-    if isinstance(value, dict):
-        return {key: _json_safe(item) for key, item in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_json_safe(item) for item in value]
-    return value
 
 
 def _score_coco(args: argparse.Namespace) -> tuple[dict, str]:

@@ -6,7 +6,6 @@ first process prints.
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from pathlib import Path
 
@@ -34,8 +33,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     from densevit.engine.build import load_experiment
     from densevit.engine.distributed import launcher_rank
-    from densevit.engine.logs import json_safe
     from densevit.engine.trainer import NonFiniteLossError, TrainingInterrupted, train
+    from densevit.io import dumps_json
 
     cfg = load_experiment(args.config, args.overrides)
     out_dir = args.out or Path("runs") / (cfg.name or args.config.stem)
@@ -51,5 +50,5 @@ def run(args: argparse.Namespace) -> int:
             print(f"densevit train: {err}", file=sys.stderr)
         return 130
     if main_process:
-        print(json.dumps({"run_dir": str(out_dir), "metrics": json_safe(metrics)}, allow_nan=False))
+        print(dumps_json({"run_dir": str(out_dir), "metrics": metrics}))
     return 0

@@ -15,9 +15,7 @@ checkpoint is data, never code.
 """
 from __future__ import annotations
 
-import os
 import pickle
-import tempfile
 import zipfile
 from pathlib import Path
 from typing import Any
@@ -25,6 +23,7 @@ from typing import Any
 import torch
 
 from densevit.errors import UserInputError
+from densevit.io import atomic_path
 
 LAST = "last.pth"
 BEST = "best.pth"
@@ -45,25 +44,8 @@ def save_checkpoint(state: dict[str, Any], path: str | Path) -> None:
     if bad:
         shown = ", ".join(bad[:5]) + (f" and {len(bad) - 5} more" if len(bad) > 5 else "")
         raise NonFiniteCheckpointError(f"{path}: not written: non-finite values in model tensors {shown}")
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            torch.save(state, handle)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.chmod(tmp, public_file_mode())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
-def public_file_mode() -> int:
-    """The mode a plain ``open`` would give (``mkstemp`` makes files private to their owner)."""
-    mask = os.umask(0)
-    os.umask(mask)
-    return 0o666 & ~mask
+    with atomic_path(path) as tmp:
+        torch.save(state, tmp)
 
 
 def nonfinite_tensors(state_dict: dict[str, Any]) -> list[str]:

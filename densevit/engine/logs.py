@@ -6,12 +6,10 @@ from __future__ import annotations
 
 import json
 import math
-import os
-import tempfile
 from pathlib import Path
 from typing import Any
 
-from densevit.engine.checkpoint import public_file_mode
+from densevit.io import atomic_path, dumps_json, write_text_atomic
 
 METRICS_FILE = "metrics.jsonl"
 CURVES_FILE = "curves.png"
@@ -37,7 +35,7 @@ class RunLogger:
         if not self.enabled:
             return
         with self.path.open("a") as handle:
-            handle.write(json.dumps(json_safe(record), allow_nan=False) + "\n")
+            handle.write(dumps_json(record) + "\n")
         if self.writer is not None:
             split, step = record["split"], record["step"]
             for name, value in record.items():
@@ -84,30 +82,12 @@ def plot_curves(metrics_path: Path, png_path: Path) -> bool:
         if names:
             ax.legend(fontsize=7)
     fig.tight_layout()
-    fd, tmp = tempfile.mkstemp(dir=png_path.parent, prefix=f".{png_path.name}.", suffix=".png")
-    os.close(fd)
     try:
-        fig.savefig(tmp, dpi=100)
-        os.chmod(tmp, public_file_mode())
-        os.replace(tmp, png_path)
+        with atomic_path(png_path) as tmp:
+            fig.savefig(tmp, dpi=100, format="png")
     finally:
         plt.close(fig)
-        Path(tmp).unlink(missing_ok=True)
     return True
-
-
-def write_text_atomic(path: Path, text: str) -> None:
-    """Write ``text`` to ``path`` through a temporary file and a rename."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w") as handle:
-            handle.write(text)
-        os.chmod(tmp, public_file_mode())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def _tensorboard_writer(run_dir: Path) -> Any:
@@ -127,16 +107,3 @@ def _step_of(line: str) -> float:
 
 def _is_number(value: Any) -> bool:
     return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
-
-
-def json_safe(value: Any) -> Any:
-    """Tensors and numpy scalars as Python numbers, NaN/Inf as None (JSON has neither)."""
-    if isinstance(value, dict):
-        return {str(k): json_safe(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [json_safe(v) for v in value]
-    if hasattr(value, "tolist"):
-        return json_safe(value.tolist())
-    if isinstance(value, float) and not math.isfinite(value):
-        return None
-    return value

@@ -14,7 +14,6 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import itertools
-import json
 import math
 import signal
 import sys
@@ -36,7 +35,8 @@ from densevit.config import ExperimentConfig
 from densevit.engine import distributed as dist
 from densevit.engine.build import build_task, load_model_weights
 from densevit.engine.checkpoint import BEST, LAST, find_resume_checkpoint, load_checkpoint, save_checkpoint
-from densevit.engine.logs import RunLogger, json_safe, write_text_atomic
+from densevit.engine.logs import RunLogger
+from densevit.io import write_json_atomic, write_text_atomic
 from densevit.engine.optim import build_optimizer, build_scheduler
 from densevit.engine.runtime import (
     autocast,
@@ -312,8 +312,7 @@ class Trainer:
             bar.close()
             self.logger.close(plot=self.cfg.train.plot_curves)
         if self.main:
-            text = json.dumps(json_safe(self.state.metrics), indent=2, allow_nan=False)
-            write_text_atomic(self.out_dir / FINAL_METRICS_FILE, text + "\n")
+            write_json_atomic(self.state.metrics, self.out_dir / FINAL_METRICS_FILE)
         return self.state.metrics
 
     def _end_epoch(self) -> None:

@@ -1,0 +1,75 @@
+"""Atomic file writes and strict JSON: an output file is either complete or absent.
+
+Every result, checkpoint, picture and log rewrite goes through :func:`atomic_path`: the data
+is written to a temporary file in the target's folder, flushed to disk, then renamed over the
+target, so a crash or a full disk never leaves a half-written file behind.
+"""
+from __future__ import annotations
+
+import json
+import math
+import os
+import tempfile
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any, Iterator
+
+
+def public_file_mode() -> int:
+    """The mode a plain ``open`` would give (``mkstemp`` makes files private to their owner)."""
+    mask = os.umask(0)
+    os.umask(mask)
+    return 0o666 & ~mask
+
+
+@contextmanager
+def atomic_path(path: str | Path) -> Iterator[Path]:
+    """Yield a temporary path beside ``path`` (same suffix); on success it replaces ``path``.
+
+    Example::
+
+        with atomic_path("out/picture.png") as tmp:
+            image.save(tmp)
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=f".tmp{path.suffix}")
+    os.close(fd)
+    tmp = Path(name)
+    try:
+        yield tmp
+        with open(tmp, "rb+") as handle:
+            os.fsync(handle.fileno())
+        os.chmod(tmp, public_file_mode())
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def write_text_atomic(path: str | Path, text: str) -> None:
+    """Write ``text`` to ``path`` atomically."""
+    with atomic_path(path) as tmp:
+        tmp.write_text(text)
+
+
+def json_safe(value: Any) -> Any:
+    """Tensors and numpy values as Python numbers and lists, NaN/Inf as None (JSON has neither)."""
+    if isinstance(value, dict):
+        return {str(k): json_safe(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [json_safe(v) for v in value]
+    if hasattr(value, "tolist"):
+        return json_safe(value.tolist())
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    return value
+
+
+def dumps_json(value: Any, indent: int | None = None) -> str:
+    """Strict JSON text of ``value`` (see :func:`json_safe`)."""
+    return json.dumps(json_safe(value), indent=indent, allow_nan=False)
+
+
+def write_json_atomic(value: Any, path: str | Path, indent: int | None = 2) -> None:
+    """Write ``value`` as strict JSON to ``path`` atomically."""
+    write_text_atomic(path, dumps_json(value, indent) + "\n")
