@@ -46,6 +46,16 @@ def transunet_r50_vitb16(num_classes: int, **kwargs: Any) -> nn.Module:
     return _with_reference_encoder(num_classes, hybrid=True, **kwargs)
 
 
+@MODELS.register("transunet_r50_vitb16_timm")
+def transunet_r50_vitb16_timm(num_classes: int, **kwargs: Any) -> nn.Module:
+    """R50+ViT-B/16 from the backbone registry (timm's hybrid, for timm-format weights).
+
+    Same architecture as ``transunet_r50_vitb16`` but timm's layer details ('same' padding,
+    GroupNorm variants), so TransUNet's published weights do not reproduce their outputs here.
+    """
+    return _with_registry_backbone("r50_vit_b16", num_classes, **kwargs)
+
+
 @MODELS.register("transunet_vit_b16_ref")
 def transunet_vit_b16_ref(num_classes: int, **kwargs: Any) -> nn.Module:
     """TransUNet's plain ViT-B/16 (no CNN, no skips), for the reference's ``ViT-B_16`` weights."""

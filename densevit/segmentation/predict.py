@@ -1,11 +1,12 @@
 """``densevit predict`` for segmentation: NIfTI volumes and images in, label files and overlays out.
 
-* A volume (``.nii``/``.nii.gz``, or a case folder holding the config's modalities) is
+* A volume (``.nii``/``.nii.gz``, or a folder of cases as training reads them) is
   preprocessed as in training, segmented slice by slice, and written as ``NAME_seg.nii.gz``
   (uint8 labels, the input's affine), with ``NAME_overlay.png`` showing the slice with the
   most foreground.
 * An image is segmented whole when it fits the training crop and by overlapping sliding
   windows when it is larger; it gives ``NAME.png`` (class indices) and ``NAME_overlay.png``.
+  A folder stands for the images in it.
 Every file is written to a temporary name first and then renamed, so no half-written
 result is ever left behind.
 """
@@ -23,6 +24,7 @@ from PIL import Image
 from torch import nn
 
 from densevit.data.seg_transforms import street_eval
+from densevit.data.street import IMAGE_SUFFIXES
 from densevit.data.volumes import NIFTI_SUFFIXES, find_nifti_cases, load_case
 from densevit.errors import UserInputError
 from densevit.segmentation.inference import (
@@ -48,8 +50,16 @@ def predict_files(task: "SegmentationTask", model: nn.Module, inputs: list[Path]
     for path in map(Path, inputs):
         if not path.exists():
             raise UserInputError(f"{path}: input not found")
-        if path.is_dir() or path.name.endswith(NIFTI_SUFFIXES):
-            written.append(_predict_volume(task, model, path, out_dir, options))
+        if path.name.endswith(NIFTI_SUFFIXES):
+            written.append(_predict_volume(task, model, path.name.split(".nii")[0], [path], out_dir, options))
+        elif path.is_dir() and task.is_volume:
+            for case_id, images, _ in find_nifti_cases(path, task.data.modalities, task.data.label_name):
+                written.append(_predict_volume(task, model, case_id, images, out_dir, options))
+        elif path.is_dir():
+            images = sorted(p for p in path.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
+            if not images:
+                raise UserInputError(f"{path}: no .png/.jpg images in this folder")
+            written += [_predict_image(task, model, image, out_dir, options) for image in images]
         else:
             written.append(_predict_image(task, model, path, out_dir, options))
     return written
@@ -59,18 +69,15 @@ def _device(model: nn.Module) -> torch.device:
     return next(model.parameters()).device
 
 
-def _predict_volume(task: "SegmentationTask", model: nn.Module, path: Path, out_dir: Path, options: Namespace) -> Path:
+def _predict_volume(
+    task: "SegmentationTask", model: nn.Module, case_id: str, images: list[Path], out_dir: Path, options: Namespace
+) -> Path:
     d = task.data
-    if path.is_dir():
-        (case_id, images, _), *rest = find_nifti_cases(path, d.modalities, d.label_name)
-        if rest:
-            raise UserInputError(f"{path}: holds several cases; give one case folder or file per input")
-    else:
-        case_id, images = path.name.split(".nii")[0], [path]
     case = load_case(case_id, images, None, d.normalisation, d.ct_window)
-    if case.image.shape[0] != getattr(model, "in_chans", case.image.shape[0]) and case.image.shape[0] != 1:
+    channels, expected = case.image.shape[0], getattr(model, "in_chans", case.image.shape[0])
+    if channels != expected and not (channels == 1 and expected == 3):
         raise UserInputError(
-            f"{path}: {case.image.shape[0]} image channel(s), but the model takes {model.in_chans} (data.modalities)"
+            f"{images[0]}: {channels} image channel(s), but the model takes {expected} (data.modalities)"
         )
     image = torch.from_numpy(case.image).to(_device(model))
     with torch.no_grad():

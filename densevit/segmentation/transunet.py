@@ -14,6 +14,9 @@ from torch import Tensor, nn
 
 from densevit.segmentation.decoder import CascadedUpsampler
 
+# One output width per 2x step, by the number of steps (log2 of the deepest stride).
+DEFAULT_DECODER_CHANNELS = {4: (256, 128, 64, 16), 5: (256, 128, 64, 32, 16)}
+
 
 class TransUNet(nn.Module):
     """Encoder + cascaded upsampler + head; ``forward(x[B,C,H,W]) -> logits[B,num_classes,H,W]``.
@@ -22,7 +25,7 @@ class TransUNet(nn.Module):
         encoder: backbone-contract module.
         num_classes: output classes (background included).
         decoder_channels: one entry per 2x step; defaults to (256, 128, 64, 16) for stride 16
-            and (256, 128, 64, 32, 16) for stride 32.
+            (the paper's) and (256, 128, 64, 32, 16) for stride 32.
         n_skip: number of encoder skips used (at most ``len(encoder.channels) - 1``).
         in_chans: channels the encoder expects; a 1-channel input is repeated to 3 when
             ``in_chans`` is 3 (grey CT slices with an RGB-pretrained encoder).
@@ -44,11 +47,11 @@ class TransUNet(nn.Module):
             raise ValueError(f"encoder strides must increase, got {strides}")
         steps = round(math.log2(strides[-1]))
         if decoder_channels is None:
-            decoder_channels = (256, 128, 64, 32, 16, 16)[-steps:] if steps > 4 else (256, 128, 64, 16)[-steps:]
-        if len(decoder_channels) != steps:
+            decoder_channels = DEFAULT_DECODER_CHANNELS.get(steps)
+        if decoder_channels is None or len(decoder_channels) != steps:
             raise ValueError(
                 f"decoder_channels needs {steps} entries for a stride-{strides[-1]} encoder, "
-                f"got {list(decoder_channels)}"
+                f"got {None if decoder_channels is None else list(decoder_channels)}"
             )
         skip_channels = channels[-2::-1]
         self.encoder = encoder
