@@ -13,6 +13,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from densevit.errors import UserInputError
+
 
 class ConvBNReLU(nn.Sequential):
     """3x3 (or ``kernel_size``) conv without bias, BatchNorm, ReLU."""
@@ -64,7 +66,7 @@ class CascadedUpsampler(nn.Module):
     ) -> None:
         super().__init__()
         if not 0 <= n_skip <= len(skip_channels):
-            raise ValueError(f"n_skip must be in [0, {len(skip_channels)}], got {n_skip}")
+            raise UserInputError(f"model.kwargs.n_skip: expected 0 to {len(skip_channels)} for this encoder, got {n_skip}")
         self.n_skip = n_skip
         self.conv_more = ConvBNReLU(in_channels, head_channels)
         ins = [head_channels, *decoder_channels[:-1]]

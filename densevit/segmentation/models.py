@@ -11,6 +11,7 @@ from typing import Any
 
 from torch import nn
 
+from densevit.errors import UserInputError
 from densevit.models import MODELS
 from densevit.segmentation.hybrid_encoder import TransUNetEncoder
 from densevit.segmentation.transunet import TransUNet
@@ -24,7 +25,7 @@ def _with_registry_backbone(
 
     encoder = create_backbone(backbone, pretrained=backbone_pretrained, **(backbone_kwargs or {}))
     if in_chans != 3:
-        raise ValueError(f"{backbone} takes 3-channel input; got in_chans={in_chans}")
+        raise UserInputError(f"model.kwargs.in_chans: {backbone} takes 3-channel input, got {in_chans}")
     return TransUNet(encoder, num_classes, in_chans=in_chans, **kwargs)
 
 

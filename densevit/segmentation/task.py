@@ -107,6 +107,11 @@ class SegmentationTask(Task):
         if model_cfg.num_classes < 2:
             raise UserInputError(f"model.num_classes: expected at least 2 (background included), got {model_cfg.num_classes}")
         model = create_model(model_cfg.name, num_classes=model_cfg.num_classes, **model_cfg.kwargs)
+        divisor = getattr(model, "size_divisor", 1)
+        if any(side % divisor for side in self.data.crop_size):
+            raise UserInputError(
+                f"data.crop_size: {list(self.data.crop_size)} must be multiples of {divisor} for {model_cfg.name}"
+            )
         if model_cfg.pretrained:
             load_pretrained(model, Path(model_cfg.pretrained))
         return model

@@ -12,6 +12,7 @@ from typing import Sequence
 
 from torch import Tensor, nn
 
+from densevit.errors import UserInputError
 from densevit.segmentation.decoder import CascadedUpsampler
 
 # One output width per 2x step, by the number of steps (log2 of the deepest stride).
@@ -49,8 +50,8 @@ class TransUNet(nn.Module):
         if decoder_channels is None:
             decoder_channels = DEFAULT_DECODER_CHANNELS.get(steps)
         if decoder_channels is None or len(decoder_channels) != steps:
-            raise ValueError(
-                f"decoder_channels needs {steps} entries for a stride-{strides[-1]} encoder, "
+            raise UserInputError(
+                f"model.kwargs.decoder_channels: needs {steps} entries for a stride-{strides[-1]} encoder, "
                 f"got {None if decoder_channels is None else list(decoder_channels)}"
             )
         skip_channels = channels[-2::-1]

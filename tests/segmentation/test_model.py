@@ -62,3 +62,12 @@ def test_the_listed_models_are_registered():
     names = set(list_models("transunet_*"))
     assert {"transunet_r50_vitb16", "transunet_vit_b16", "transunet_vit_s16", "transunet_swin_t", "transunet_r50"} <= names
     assert all(name in MODELS for name in names)
+
+
+def test_bad_decoder_settings_name_the_config_key():
+    from densevit.errors import UserInputError
+
+    with pytest.raises(UserInputError, match="model.kwargs.n_skip"):
+        create_model("transunet_r50_vitb16", num_classes=2, **{**SMALL_HYBRID, "n_skip": 4})
+    with pytest.raises(UserInputError, match="model.kwargs.decoder_channels"):
+        create_model("transunet_r50_vitb16", num_classes=2, **{**SMALL_HYBRID, "decoder_channels": [8, 8]})
