@@ -184,7 +184,7 @@ def load_synapse_cases(folder: Path) -> list[VolumeCase]:
     try:
         import h5py
     except ImportError as err:  # an optional extra
-        raise UserInputError("reading Synapse .h5 volumes needs h5py: pip install 'densevit[medical]'") from err
+        raise UserInputError("reading Synapse .h5 volumes needs h5py: pip install 'densevit[h5]'") from err
     cases = []
     for path in sorted(Path(folder).glob("*.h5")):
         with h5py.File(path, "r") as f:

@@ -113,3 +113,26 @@ def test_phantoms_round_trip_through_the_nifti_loader(tmp_path):
     assert all(cases[c].label[..., z].any() for c, z in slices.index)
     whole = CaseDataset(cases)[1]
     assert whole["image"].shape == (1, 32, 32, 8) and torch.equal(whole["label"], torch.from_numpy(cases[1].label))
+
+
+def test_synapse_npz_slices_and_h5_volumes(tmp_path):
+    h5py = pytest.importorskip("h5py")
+    from densevit.data.seg_transforms import resize_only
+    from densevit.data.volumes import SynapseSliceDataset, load_synapse_cases
+
+    rng = np.random.default_rng(0)
+    (tmp_path / "train_npz").mkdir()
+    image, label = rng.random((40, 30)).astype(np.float32), rng.integers(0, 9, (40, 30)).astype(np.float32)
+    np.savez(tmp_path / "train_npz" / "case0005_slice000.npz", image=image, label=label)
+    sample = SynapseSliceDataset(tmp_path / "train_npz", resize_only((40, 30)))[0]
+    assert sample["image"].shape == (1, 40, 30) and torch.allclose(sample["image"][0], torch.from_numpy(image))
+    assert torch.equal(sample["mask"], torch.from_numpy(label.astype(np.int64)))
+
+    (tmp_path / "test_vol_h5").mkdir()
+    volume, labels = rng.random((5, 40, 30)).astype(np.float32), rng.integers(0, 9, (5, 40, 30))
+    with h5py.File(tmp_path / "test_vol_h5" / "case0001.npy.h5", "w") as f:
+        f["image"], f["label"] = volume, labels
+    (case,) = load_synapse_cases(tmp_path / "test_vol_h5")
+    assert case.case_id == "case0001" and case.image.shape == (1, 40, 30, 5)
+    np.testing.assert_array_equal(case.label[..., 2], labels[2])  # slices along the last axis, as NIfTI
+    np.testing.assert_array_equal(case.image[0, ..., 4], volume[4])
