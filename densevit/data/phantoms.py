@@ -8,6 +8,9 @@ loader reads them.
 """
 from __future__ import annotations
 
+import os
+import shutil
+import tempfile
 from pathlib import Path
 from typing import Sequence
 
@@ -58,15 +61,30 @@ def write_phantoms(
     out_dir: Path, num_cases: int, seed: int = 0, shape: Sequence[int] = (64, 64, 24),
     spacing: Sequence[float] = (1.5, 1.5, 3.0),
 ) -> Path:
-    """Write ``num_cases`` phantoms to ``out_dir/imagesTr`` and ``out_dir/labelsTr``; returns ``out_dir``."""
+    """Write ``num_cases`` phantoms to ``out_dir/imagesTr`` and ``out_dir/labelsTr``; returns ``out_dir``.
+
+    The set is written to a temporary folder and renamed into place, so that processes
+    starting together (one per GPU) never read a half-written set; if another process got
+    there first, its identical set is kept.
+    """
     out_dir = Path(out_dir)
-    (out_dir / "imagesTr").mkdir(parents=True, exist_ok=True)
-    (out_dir / "labelsTr").mkdir(parents=True, exist_ok=True)
-    rng = np.random.default_rng(seed)
-    affine = np.diag([*spacing, 1.0])
-    for i in range(num_cases):
-        ct, label = make_phantom(rng, shape)
-        name = f"phantom_{i:03d}.nii.gz"
-        nib.save(nib.Nifti1Image(ct, affine), str(out_dir / "imagesTr" / name))
-        nib.save(nib.Nifti1Image(label, affine), str(out_dir / "labelsTr" / name))
+    out_dir.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", dir=out_dir.parent))
+    try:
+        (tmp / "imagesTr").mkdir()
+        (tmp / "labelsTr").mkdir()
+        rng = np.random.default_rng(seed)
+        affine = np.diag([*spacing, 1.0])
+        for i in range(num_cases):
+            ct, label = make_phantom(rng, shape)
+            name = f"phantom_{i:03d}.nii.gz"
+            nib.save(nib.Nifti1Image(ct, affine), str(tmp / "imagesTr" / name))
+            nib.save(nib.Nifti1Image(label, affine), str(tmp / "labelsTr" / name))
+        try:
+            os.rename(tmp, out_dir)
+        except OSError:
+            if not (out_dir / "imagesTr").is_dir():
+                raise
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
     return out_dir
