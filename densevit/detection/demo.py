@@ -22,6 +22,7 @@ DEMO_CONFIG = "demo.yaml"
 TRAIN_IMAGES = 1000
 VAL_IMAGES = 100
 PICTURES = 8
+SCORE_THRESHOLD = 0.3  # focal-loss (sigmoid) scores of correct detections are often below 0.5
 
 
 def demo_config_path() -> Path:
@@ -51,7 +52,7 @@ def run_demo(out_dir: Path, device: str = "auto", overrides: tuple[str, ...] = (
 
     task, model = build_from_checkpoint(out_dir / "run" / LAST, device=device)
     pictures = sorted((data_dir / "images" / "val").glob("*.png"))[:PICTURES]
-    task.predict(model, pictures, out_dir / "predictions", Namespace(score_threshold=0.5, batch_size=PICTURES))
+    task.predict(model, pictures, out_dir / "predictions", Namespace(score_threshold=SCORE_THRESHOLD, batch_size=PICTURES))
     return {
         "AP": round(float(metrics["AP"]), 4),
         "AP50": round(float(metrics["AP50"]), 4),
