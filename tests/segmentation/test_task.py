@@ -1,7 +1,6 @@
 """The segmentation task end to end on real data: load, train a few steps, evaluate, predict."""
 from __future__ import annotations
 
-import json
 from argparse import Namespace
 from pathlib import Path
 
