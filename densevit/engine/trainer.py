@@ -36,7 +36,7 @@ from densevit.engine import distributed as dist
 from densevit.engine.build import build_task, load_model_weights
 from densevit.engine.checkpoint import BEST, LAST, find_resume_checkpoint, load_checkpoint, save_checkpoint
 from densevit.engine.logs import RunLogger
-from densevit.io import write_json_atomic, write_text_atomic
+from densevit.io import json_safe, write_json_atomic, write_text_atomic
 from densevit.engine.optim import build_optimizer, build_scheduler
 from densevit.engine.runtime import (
     autocast,
@@ -223,7 +223,8 @@ class Trainer:
             "step": self.state.step,
             "best": self.state.best,
             "last_eval_step": self.state.last_eval_step,
-            "metrics": self.state.metrics,
+            # Plain numbers only (numpy scalars would make weights_only loading refuse the file).
+            "metrics": json_safe(self.state.metrics),
             "world_size": self.world,
             "rng": rngs,
         }
