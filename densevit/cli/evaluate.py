@@ -23,7 +23,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from densevit.engine.build import load_experiment
-    from densevit.engine.distributed import launcher_rank
+    from densevit.distributed import launcher_rank
     from densevit.io import dumps_json, write_text_atomic
     from densevit.engine.trainer import evaluate
 

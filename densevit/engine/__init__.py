@@ -5,7 +5,7 @@
 * :mod:`~densevit.engine.checkpoint`: atomic ``save_checkpoint`` / data-only ``load_checkpoint``.
 * :mod:`~densevit.engine.build`: configs and checkpoints to tasks and models.
 * :mod:`~densevit.engine.optim`: parameter groups, AdamW/SGD, warm-up + step/poly/cosine.
-* :mod:`~densevit.engine.distributed`, :mod:`~densevit.engine.sampler`: torchrun, DDP, shards.
+* :mod:`~densevit.distributed`, :mod:`~densevit.engine.sampler`: torchrun, DDP, shards.
 * :mod:`~densevit.engine.runtime`: device, precision, seeds, determinism.
 * :mod:`~densevit.engine.logs`: metrics.jsonl, TensorBoard, curves.png.
 """

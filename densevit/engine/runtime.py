@@ -9,7 +9,7 @@ from typing import Any, ContextManager
 import numpy as np
 import torch
 
-from densevit.engine.distributed import env_world_size, local_rank
+from densevit.distributed import env_world_size, local_rank
 from densevit.errors import UserInputError
 
 PRECISIONS = ("auto", "fp32", "bf16", "fp16")

@@ -26,7 +26,7 @@ class Evaluator(Protocol):
 
     In a distributed run every process calls ``process`` on its own share of the validation
     set (each sample on exactly one process) and every process calls ``compute``, which
-    combines all shares (see :mod:`densevit.evaluation.distributed`) and returns the same
+    combines all shares (see :mod:`densevit.distributed`) and returns the same
     result everywhere. ``process`` receives tensors on the training device.
     """
 

@@ -32,7 +32,7 @@ from torch.utils.data import DataLoader, Dataset
 from tqdm import tqdm
 
 from densevit.config import ExperimentConfig
-from densevit.engine import distributed as dist
+from densevit import distributed as dist
 from densevit.engine.build import build_task, load_model_weights
 from densevit.engine.checkpoint import BEST, LAST, find_resume_checkpoint, load_checkpoint, save_checkpoint
 from densevit.engine.logs import RunLogger

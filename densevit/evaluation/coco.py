@@ -34,7 +34,7 @@ from pycocotools.cocoeval import COCOeval
 from torchvision.ops import box_convert
 
 from densevit.errors import UserInputError
-from densevit.evaluation.distributed import gather_objects
+from densevit.distributed import all_gather_objects
 
 STAT_NAMES = ("AP", "AP50", "AP75", "APs", "APm", "APl", "AR1", "AR10", "AR100", "ARs", "ARm", "ARl")
 IOU_TYPES = ("bbox", "segm")
@@ -441,7 +441,7 @@ class COCOEvaluator:
             ``scalar_metrics`` flattens it to ``{"bbox/AP": ...}`` for logs.
         """
         images: dict[int, ImageDetections] = {}
-        for part in gather_objects(self._images):
+        for part in all_gather_objects(self._images):
             for image, detections in part.items():
                 images.setdefault(image, detections)
         with _gc_paused():

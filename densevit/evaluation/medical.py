@@ -30,7 +30,7 @@ import torch
 from scipy import ndimage
 
 from densevit.errors import UserInputError
-from densevit.evaluation.distributed import gather_objects, is_initialized
+from densevit.distributed import all_gather_objects, is_distributed, rank
 
 CONVENTIONS = ("standard", "transunet")
 
@@ -159,7 +159,7 @@ class MedicalEvaluator:
             if len(spacing) != gt.ndim or min(spacing) <= 0:
                 raise UserInputError(f"spacing {spacing} must be {gt.ndim} positive numbers")
         if case_id is None:
-            prefix = f"{torch.distributed.get_rank()}:" if is_initialized() else ""
+            prefix = f"{rank()}:" if is_distributed() else ""
             case_id = f"{prefix}{len(self._cases)}"
         rows = [{"case": str(case_id), "class": self.class_names[c], **self._score(pred, gt, c, spacing, box)}
                 for c, box in self._class_boxes(pred, gt)]
@@ -215,7 +215,7 @@ class MedicalEvaluator:
             Dice values are fractions; tables print them in percent.
         """
         cases: dict[str, list[dict[str, Any]]] = {}
-        for part in gather_objects(self._cases):
+        for part in all_gather_objects(self._cases):
             for case_id, rows in part.items():
                 cases.setdefault(case_id, rows)
         rows = [row for case_id in cases for row in cases[case_id]]

@@ -13,7 +13,7 @@ import numpy as np
 import torch
 
 from densevit.errors import UserInputError
-from densevit.evaluation.distributed import sum_tensor
+from densevit.distributed import all_reduce_sum
 
 # Above this many (gt value, pred value) pairs the histogram of raw values would be too big;
 # such inputs hold labels far outside the class range and take the explicit path instead.
@@ -182,7 +182,8 @@ class SemanticEvaluator:
         local = self.confusion
         if local is None:
             local = torch.zeros(self.num_classes, self.num_classes, dtype=torch.int64)
-        confusion = sum_tensor(local).cpu().to(torch.float64)
+        # a copy: compute() may be called again, and the local counts must stay local
+        confusion = all_reduce_sum(local.clone()).cpu().to(torch.float64)
         intersect = confusion.diagonal()
         area_label, area_pred = confusion.sum(1), confusion.sum(0)
         iou = intersect / (area_label + area_pred - intersect)
