@@ -22,7 +22,7 @@ DEMO_CONFIG = "demo.yaml"
 TRAIN_IMAGES = 1000
 VAL_IMAGES = 100
 PICTURES = 8
-SCORE_THRESHOLD = 0.3  # focal-loss (sigmoid) scores of correct detections are often below 0.5
+SCORE_THRESHOLD = 0.4  # focal-loss (sigmoid) scores of correct detections are often below 0.5
 
 
 def demo_config_path() -> Path:
