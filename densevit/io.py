@@ -24,7 +24,10 @@ def public_file_mode() -> int:
 
 @contextmanager
 def atomic_path(path: str | Path) -> Iterator[Path]:
-    """Yield a temporary path beside ``path`` (same suffix); on success it replaces ``path``.
+    """Yield a temporary path beside ``path`` (same suffixes); on success it replaces ``path``.
+
+    The temporary name ends with all of ``path``'s suffixes (``.nii.gz``), so writers that
+    choose the format by extension (nibabel, Pillow, matplotlib) write the right one.
 
     Example::
 
@@ -33,7 +36,7 @@ def atomic_path(path: str | Path) -> Iterator[Path]:
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=f".tmp{path.suffix}")
+    fd, name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp" + "".join(path.suffixes))
     os.close(fd)
     tmp = Path(name)
     try:

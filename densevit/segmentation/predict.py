@@ -12,7 +12,6 @@ result is ever left behind.
 """
 from __future__ import annotations
 
-import os
 from argparse import Namespace
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -27,6 +26,7 @@ from densevit.data.seg_transforms import street_eval
 from densevit.data.street import IMAGE_SUFFIXES
 from densevit.data.volumes import NIFTI_SUFFIXES, find_nifti_cases, load_case
 from densevit.errors import UserInputError
+from densevit.io import atomic_path
 from densevit.segmentation.inference import (
     overlay,
     pad_to_multiple,
@@ -85,7 +85,8 @@ def _predict_volume(
     header = nib.load(str(images[0])).header.copy()
     header.set_data_dtype(np.uint8)
     target = out_dir / f"{case_id}_seg.nii.gz"
-    _atomic(target, lambda tmp: nib.save(nib.Nifti1Image(labels.astype(np.uint8), case.affine, header), str(tmp)))
+    with atomic_path(target) as tmp:
+        nib.save(nib.Nifti1Image(labels.astype(np.uint8), case.affine, header), str(tmp))
     z = int(np.argmax((labels > 0).sum(axis=(0, 1))))
     palette: list = [None, *task.palette()[1:]]
     picture = overlay(to_uint8_grey(case.image[0, :, :, z]), labels[:, :, z], palette)
@@ -120,14 +121,6 @@ def _predict_image(task: "SegmentationTask", model: nn.Module, path: Path, out_d
     return target
 
 
-def _atomic(target: Path, write) -> None:
-    tmp = target.with_name(f".{target.name}.tmp{''.join(target.suffixes)}")
-    try:
-        write(tmp)
-        os.replace(tmp, target)
-    finally:
-        tmp.unlink(missing_ok=True)
-
-
 def _save_png(array: np.ndarray, target: Path) -> None:
-    _atomic(target, lambda tmp: Image.fromarray(array).save(tmp, format="PNG"))
+    with atomic_path(target) as tmp:
+        Image.fromarray(array).save(tmp, format="PNG")
