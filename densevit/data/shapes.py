@@ -6,13 +6,12 @@ and stripes, so that the class is told by shape, not by colour.
 """
 from __future__ import annotations
 
-import json
-import os
-import tempfile
 from pathlib import Path
 
 import numpy as np
 from PIL import Image, ImageDraw, ImageFilter
+
+from densevit.io import write_json_atomic
 
 SHAPE_CLASSES = ("circle", "square", "triangle")
 
@@ -81,17 +80,6 @@ def _make_image(rng: np.random.Generator, size: int, max_objects: int, min_side:
     return image.filter(ImageFilter.GaussianBlur(0.6)), objects
 
 
-def _write_json_atomic(data: dict, path: Path) -> None:
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w") as handle:
-            json.dump(data, handle)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
 def generate_shapes(root: Path, splits: dict[str, int], image_size: int = 128, max_objects: int = 4,
                     min_side: int = 16, max_side: int = 48, seed: int = 0) -> dict[str, Path]:
     """Write ``root/images/<split>/*.png`` and ``root/<split>.json`` (COCO instances) per split.
@@ -118,5 +106,5 @@ def generate_shapes(root: Path, splits: dict[str, int], image_size: int = 128, m
                 annotations.append({"id": annotation_id, "image_id": image_id, "category_id": label + 1,
                                     "bbox": [x, y, w, h], "area": w * h, "iscrowd": 0})
         files[split] = root / f"{split}.json"
-        _write_json_atomic({"images": images, "annotations": annotations, "categories": categories}, files[split])
+        write_json_atomic({"images": images, "annotations": annotations, "categories": categories}, files[split])
     return files

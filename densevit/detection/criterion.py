@@ -4,12 +4,12 @@ from __future__ import annotations
 from typing import Any
 
 import torch
-import torch.distributed as dist
 import torch.nn.functional as F
 from torch import Tensor, nn
 from torchvision.ops import box_convert, generalized_box_iou, sigmoid_focal_loss
 
 from densevit.detection.matcher import HungarianMatcher
+from densevit.distributed import all_reduce_sum, world_size
 
 
 class SetCriterion(nn.Module):
@@ -64,10 +64,7 @@ class SetCriterion(nn.Module):
 
     def _num_boxes(self, targets: list[dict[str, Tensor]], device: torch.device) -> Tensor:
         count = torch.tensor(float(sum(len(t["labels"]) for t in targets)), device=device)
-        if dist.is_available() and dist.is_initialized():
-            dist.all_reduce(count)
-            count = count / dist.get_world_size()
-        return count.clamp(min=1)
+        return (all_reduce_sum(count) / world_size()).clamp(min=1)
 
     def _terms(self, outputs: dict[str, Any], matched: "_Matched", num_boxes: Tensor) -> dict[str, Tensor]:
         logits = outputs["pred_logits"]

@@ -1,9 +1,6 @@
 """Detection inference on image files: COCO results JSON and pictures with the boxes drawn."""
 from __future__ import annotations
 
-import json
-import os
-import tempfile
 from argparse import Namespace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -19,6 +16,7 @@ from densevit.data.coco import read_rgb
 from densevit.data.collate import pad_images
 from densevit.data.det_transforms import apply
 from densevit.errors import UserInputError
+from densevit.io import atomic_path, write_json_atomic
 
 if TYPE_CHECKING:
     from densevit.detection.task import DetectionTask
@@ -105,18 +103,8 @@ def predict_images(task: "DetectionTask", model: nn.Module, inputs: list[Path], 
                 results.append({"image_id": image_ids[str(path)], "category_id": category_ids[label],
                                 "bbox": [round(v, 2) for v in box], "score": round(score, 5)})
             picture = draw_detections(image, detection, class_names, score_threshold)
-            picture.save(picture_dir / f"{path.stem}.png")
-    _write_json(results, Path(out_dir) / "results.json")
-    _write_json(image_ids, Path(out_dir) / "image_ids.json")
+            with atomic_path(picture_dir / f"{path.stem}.png") as tmp:
+                picture.save(tmp, format="PNG")
+    write_json_atomic(results, Path(out_dir) / "results.json", indent=None)
+    write_json_atomic(image_ids, Path(out_dir) / "image_ids.json")
     return {"images": len(files), "detections": len(results)}
-
-
-def _write_json(data: Any, path: Path) -> None:
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w") as handle:
-            json.dump(data, handle)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise

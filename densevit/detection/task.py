@@ -1,11 +1,10 @@
 """The ``detection`` task: DETR on COCO-format data, for the task-agnostic trainer."""
 from __future__ import annotations
 
-import json
 import warnings
 from argparse import Namespace
 from dataclasses import dataclass, field
-from functools import cached_property, partial
+from functools import cached_property
 from pathlib import Path
 from typing import Any, Callable, Literal
 
