@@ -10,11 +10,13 @@ Families (each module registers its names when imported here):
   * ``swin``: swin_tiny, swin_small, swin_base;
   * ``tnt``: tnt_small;
   * ``resnet``: resnet18, resnet50, resnet101 (FrozenBatchNorm2d, DETR's layout);
-  * ``hybrid``: r50_vit_b16 (TransUNet's encoder).
+  * ``transunet_encoder``: r50_vit_b16 (TransUNet's encoder, exactly as the reference computes
+    it; also takes Google's ``.npz``), vit_b16_transunet (its plain-ViT variant);
+  * ``hybrid``: r50_vit_b16_timm (the same hybrid in timm's padding and normalisation).
 """
 from __future__ import annotations
 
-from densevit.backbones import hybrid, resnet, swin, tnt, vit  # noqa: F401  (registers the backbones)
+from densevit.backbones import hybrid, resnet, swin, tnt, transunet_encoder, vit  # noqa: F401  (registers the backbones)
 from densevit.backbones.base import Backbone
 from densevit.backbones.registry import BACKBONES, create_backbone, list_backbones
 

@@ -5,16 +5,21 @@ A backbone maps an image batch ``x: Tensor[B, 3, H, W]`` to a list of NCHW featu
 Heads read ``channels`` and ``strides`` to size themselves; the optimiser reads
 ``no_weight_decay()`` to leave position embeddings and similar tables out of weight decay.
 
-Every backbone keeps its timm / torchvision network in the attribute ``body``, so its own
-state-dict keys are the library's keys prefixed with ``body.`` (plus any layers it adds,
-such as ``fpn.``). ``densevit.backbones.weights`` relies on this to load either layout.
+A backbone that wraps a timm / torchvision network keeps it in the attribute ``body``, so its
+own state-dict keys are the library's keys prefixed with ``body.`` (plus any layers it adds,
+such as ``fpn.``); ``densevit.backbones.weights`` relies on this to load either layout. A
+backbone that is its own network (TransUNet's encoder) overrides ``no_weight_decay`` and
+``convert_library_state_dict`` instead.
 """
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Callable
 
 import torch
 from torch import nn
+
+from densevit.errors import UserInputError
 
 
 class Backbone(nn.Module):
@@ -42,6 +47,11 @@ class Backbone(nn.Module):
         body_names = {name for name, _ in self.body.named_parameters()}
         return {f"body.{name}" for name in wanted() if name in body_names}
 
+    def in_library_layout(self, state: dict[str, torch.Tensor]) -> bool:
+        """Whether ``state`` is in the library's key layout rather than ours: it shares no key with ours."""
+        own = self.state_dict()
+        return not any(k in own for k in state)
+
     def convert_library_state_dict(self, state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         """Map a checkpoint in the library's own key layout (timm / torchvision) onto our keys.
 
@@ -53,6 +63,13 @@ class Backbone(nn.Module):
         if filter_fn is not None:
             state = filter_fn(state, self.body)
         return {f"body.{k}": v for k, v in state.items()}
+
+    def load_npz(self, path: Path) -> None:
+        """Load a Google ViT ``.npz``; only backbones in that layout (TransUNet's encoders) take one."""
+        raise UserInputError(
+            f"pretrained weights {path}: a Google ViT .npz loads only into r50_vit_b16 or vit_b16_transunet, "
+            f"not {type(self).__name__} (expected a .pth, .pt or .safetensors file)"
+        )
 
     def library_filter_fn(self) -> Callable[[dict, nn.Module], dict] | None:
         """timm's checkpoint filter for ``body``'s architecture, if it has one."""

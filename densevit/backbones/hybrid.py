@@ -1,4 +1,10 @@
-"""The R50+ViT-B/16 hybrid, TransUNet's encoder (timm ``vit_base_r50_s16_224``).
+"""The R50+ViT-B/16 hybrid as timm builds it (``vit_base_r50_s16_224``): ``r50_vit_b16_timm``.
+
+This is the architecture of TransUNet's encoder with timm's layer details: 'same' padding of
+the convs and the stem's max-pool, and timm's GroupNorm epsilons. It takes timm-format
+weights; TransUNet's published checkpoints and Google's ``R50+ViT-B_16.npz`` reproduce their
+outputs only on ``r50_vit_b16`` (``densevit.backbones.transunet_encoder``), which also loads
+timm's keys by name.
 
 Chen et al., "TransUNet" (2021) encode with the ViT paper's hybrid: a ResNetV2 root
 (StdConv2d + GroupNorm, no pre-activation) with 3 stages of (3, 4, 9) bottleneck units maps the
@@ -75,7 +81,7 @@ class HybridViTBackbone(Backbone):
         return checkpoint_filter_fn
 
 
-@BACKBONES.register("r50_vit_b16")
-def r50_vit_b16(**kwargs) -> HybridViTBackbone:
-    """R50+ViT-B/16 hybrid (TransUNet's encoder): 97.9M parameters."""
+@BACKBONES.register("r50_vit_b16_timm")
+def r50_vit_b16_timm(**kwargs) -> HybridViTBackbone:
+    """R50+ViT-B/16 hybrid in timm's padding and normalisation: 97.9M parameters."""
     return HybridViTBackbone("vit_base_r50_s16_224", **kwargs)

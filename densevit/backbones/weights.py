@@ -3,6 +3,8 @@
 Accepted files:
   * ``.safetensors`` (read with safetensors), or ``.pth`` / ``.pt`` / anything else torch can read
     with ``torch.load(weights_only=True)`` (a checkpoint is data, never code);
+  * ``.npz``: Google's ViT weights (``R50+ViT-B_16.npz``, ``ViT-B_16.npz``), for the backbones
+    that take them (``Backbone.load_npz``: TransUNet's encoders);
   * a plain state dict, or one wrapped as ``{"model": ...}`` or ``{"state_dict": ...}``;
     a ``module.`` prefix left by DistributedDataParallel is removed.
 
@@ -68,9 +70,14 @@ def read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
 
 def load_pretrained(backbone: Backbone, path: str | Path) -> None:
     """Load the weights in ``path`` into ``backbone``, in our key layout or the library's."""
+    if Path(path).suffix == ".npz":
+        if not Path(path).is_file():
+            raise UserInputError(f"pretrained weights {path}: file not found (expected a local Google ViT .npz file)")
+        backbone.load_npz(Path(path))
+        return
     state = read_state_dict(path)
     own = backbone.state_dict()
-    if not any(k in own for k in state):
+    if backbone.in_library_layout(state):
         try:
             state = backbone.convert_library_state_dict(state)
         except (KeyError, RuntimeError, ValueError, AssertionError) as err:

@@ -4,7 +4,8 @@
 ``densevit convert transunet IN.pth OUT.pth`` writes a densevit checkpoint (``model`` state
 dict plus a ``config`` for ``transunet_r50_vitb16`` or ``transunet_vit_b16_ref``, sizes read
 from the weights) that ``densevit predict``/``evaluate`` and ``model.pretrained`` accept.
-:func:`load_vit_npz` loads a Google ``.npz`` into the encoder as pretrained weights.
+:func:`load_vit_npz` loads a Google ``.npz`` into the encoder (the backbone ``r50_vit_b16`` or
+``vit_b16_transunet``) as pretrained weights.
 
 Both go through the reference module names: an ``.npz`` is first named the way the reference's
 ``load_from`` copies it, then every reference name maps to ours:
@@ -34,9 +35,9 @@ from typing import Any
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from torch import Tensor, nn
 
+from densevit.backbones.transunet_encoder import resize_pos_embed
 from densevit.convert import CONVERTERS
 from densevit.errors import UserInputError
 
@@ -136,22 +137,11 @@ def npz_to_reference(weights: dict[str, np.ndarray]) -> dict[str, Tensor]:
     return out
 
 
-def resize_pos_embed(pos: Tensor, grid: tuple[int, int]) -> Tensor:
-    """[1, N(+1 class token), D] -> [1, grid_h*grid_w, D]: drop the class token, resize the square grid bilinearly."""
-    count = grid[0] * grid[1]
-    if pos.shape[1] == count:
-        return pos
-    if pos.shape[1] - 1 == count or not math.isqrt(pos.shape[1]) ** 2 == pos.shape[1]:
-        pos = pos[:, 1:]
-    if pos.shape[1] == count:
-        return pos
-    side = math.isqrt(pos.shape[1])
-    square = pos.reshape(1, side, side, -1).permute(0, 3, 1, 2)
-    return F.interpolate(square, size=grid, mode="bilinear", align_corners=False).flatten(2).transpose(1, 2)
-
-
 def load_vit_npz(encoder: nn.Module, path: str | Path) -> list[str]:
-    """Load a Google ``.npz`` (``R50+ViT-B_16.npz``, ``ViT-B_16.npz``) into a :class:`TransUNetEncoder`.
+    """Load a Google ``.npz`` (``R50+ViT-B_16.npz``, ``ViT-B_16.npz``) into a ``TransUNetEncoder``.
+
+    The encoder is the backbone ``r50_vit_b16`` or ``vit_b16_transunet``
+    (``densevit.backbones.transunet_encoder``), whose ``pretrained=`` also takes the file.
 
     Returns the encoder keys the file did not provide (none for a matching file); a file that
     does not fit the encoder's sizes raises :class:`UserInputError` naming the key.

@@ -1,9 +1,11 @@
 """Registered TransUNet variants: ``densevit.create_model("transunet_r50_vitb16", num_classes=9)``.
 
-``transunet_r50_vitb16`` and ``transunet_vit_b16_ref`` use TransUNet's own encoder (so that
-published TransUNet checkpoints and Google ViT ``.npz`` weights load exactly: give the
-``.npz`` as ``model.pretrained``); the others take their encoder from the backbone registry
-(``backbone_pretrained``: a local timm-format weight file for it).
+Every variant takes its encoder from the backbone registry; ``backbone_pretrained`` in the
+kwargs is a local weight file for it. ``transunet_r50_vitb16`` and ``transunet_vit_b16_ref``
+use TransUNet's own encoder (backbones ``r50_vit_b16`` / ``vit_b16_transunet``), so that
+published TransUNet checkpoints and Google ViT ``.npz`` weights load exactly (the ``.npz`` as
+``model.pretrained`` or ``backbone_pretrained``); their sizes (``img_size``, ``hidden``,
+``depth``, ``num_heads``, ``mlp_dim``, ``resnet_layers``, ``resnet_width``) go to the encoder.
 """
 from __future__ import annotations
 
@@ -13,8 +15,10 @@ from torch import nn
 
 from densevit.errors import UserInputError
 from densevit.models import MODELS
-from densevit.segmentation.hybrid_encoder import TransUNetEncoder
 from densevit.segmentation.transunet import TransUNet
+
+# kwargs of the TransUNet models that size TransUNet's own encoder rather than the decoder
+_ENCODER_SIZES = ("img_size", "hidden", "depth", "num_heads", "mlp_dim", "resnet_layers", "resnet_width")
 
 
 def _with_registry_backbone(
@@ -29,38 +33,36 @@ def _with_registry_backbone(
     return TransUNet(encoder, num_classes, in_chans=in_chans, **kwargs)
 
 
-def _with_reference_encoder(
-    num_classes: int, hybrid: bool, in_chans: int = 3,
-    img_size: tuple[int, int] | list[int] = (224, 224), hidden: int = 768, depth: int = 12,
-    num_heads: int = 12, mlp_dim: int = 3072, resnet_layers: tuple[int, ...] | list[int] = (3, 4, 9),
-    resnet_width: int = 64, **kwargs: Any,
+def _with_transunet_encoder(
+    backbone: str, num_classes: int, backbone_pretrained: str | None = None, in_chans: int = 3, **kwargs: Any
 ) -> TransUNet:
-    encoder = TransUNetEncoder(
-        in_chans, hybrid, tuple(img_size), hidden, depth, num_heads, mlp_dim, tuple(resnet_layers), resnet_width
-    )
+    from densevit.backbones import create_backbone
+
+    sizes = {key: kwargs.pop(key) for key in _ENCODER_SIZES if key in kwargs}
+    encoder = create_backbone(backbone, pretrained=backbone_pretrained, in_chans=in_chans, **sizes)
     return TransUNet(encoder, num_classes, in_chans=in_chans, **kwargs)
 
 
 @MODELS.register("transunet_r50_vitb16")
 def transunet_r50_vitb16(num_classes: int, **kwargs: Any) -> nn.Module:
-    """R50+ViT-B/16 hybrid encoder, skips at strides 8/4/2 (about 105M parameters)."""
-    return _with_reference_encoder(num_classes, hybrid=True, **kwargs)
+    """R50+ViT-B/16 hybrid encoder (backbone ``r50_vit_b16``), skips at strides 8/4/2 (about 105M parameters)."""
+    return _with_transunet_encoder("r50_vit_b16", num_classes, **kwargs)
 
 
 @MODELS.register("transunet_r50_vitb16_timm")
 def transunet_r50_vitb16_timm(num_classes: int, **kwargs: Any) -> nn.Module:
-    """R50+ViT-B/16 from the backbone registry (timm's hybrid, for timm-format weights).
+    """R50+ViT-B/16 as timm builds it (backbone ``r50_vit_b16_timm``, for timm-format weights).
 
     Same architecture as ``transunet_r50_vitb16`` but timm's layer details ('same' padding,
     GroupNorm variants), so TransUNet's published weights do not reproduce their outputs here.
     """
-    return _with_registry_backbone("r50_vit_b16", num_classes, **kwargs)
+    return _with_registry_backbone("r50_vit_b16_timm", num_classes, **kwargs)
 
 
 @MODELS.register("transunet_vit_b16_ref")
 def transunet_vit_b16_ref(num_classes: int, **kwargs: Any) -> nn.Module:
-    """TransUNet's plain ViT-B/16 (no CNN, no skips), for the reference's ``ViT-B_16`` weights."""
-    return _with_reference_encoder(num_classes, hybrid=False, **kwargs)
+    """TransUNet's plain ViT-B/16 (backbone ``vit_b16_transunet``: no CNN, no skips), for ``ViT-B_16`` weights."""
+    return _with_transunet_encoder("vit_b16_transunet", num_classes, **kwargs)
 
 
 @MODELS.register("transunet_vit_b16")

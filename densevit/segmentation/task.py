@@ -280,8 +280,8 @@ def load_pretrained(model: nn.Module, path: Path) -> None:
     if not path.is_file():
         raise UserInputError(f"model.pretrained: {path} not found")
     if path.suffix == ".npz":
+        from densevit.backbones.transunet_encoder import TransUNetEncoder
         from densevit.convert.transunet import load_vit_npz
-        from densevit.segmentation.hybrid_encoder import TransUNetEncoder
 
         if not isinstance(getattr(model, "encoder", None), TransUNetEncoder):
             raise UserInputError(

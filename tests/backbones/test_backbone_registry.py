@@ -12,6 +12,7 @@ from densevit.registry import UnknownNameError
 
 EXPECTED_NAMES = [
     "r50_vit_b16",
+    "r50_vit_b16_timm",
     "resnet101",
     "resnet18",
     "resnet50",
@@ -19,6 +20,7 @@ EXPECTED_NAMES = [
     "swin_small",
     "swin_tiny",
     "tnt_small",
+    "vit_b16_transunet",
     "vit_base_patch16",
     "vit_small_patch16",
     "vit_tiny_patch16",
@@ -38,6 +40,8 @@ PUBLISHED_MILLIONS = {
     "resnet50": (25.6, True),  # torchvision model card; 23.5M without fc
     "resnet101": (44.5, True),  # torchvision model card
     "r50_vit_b16": (98.0, False),  # R50+ViT-B/16 encoder, as counted for TransUNet
+    "r50_vit_b16_timm": (98.0, False),  # the same network in timm's layers
+    "vit_b16_transunet": (86.0, True),  # ViT-B/16, TransUNet's plain-ViT encoder
 }
 
 

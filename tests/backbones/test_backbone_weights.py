@@ -76,7 +76,7 @@ def test_timm_hybrid_checkpoint_drops_the_class_token(tmp_path, caplog) -> None:
     reference = timm.create_model("vit_base_r50_s16_224", pretrained=False, depth=1).eval()
     path = tmp_path / "hybrid.pth"
     torch.save({"state_dict": reference.state_dict()}, path)
-    backbone = copy.deepcopy(shared_backbone("r50_vit_b16"))  # building one anew costs seconds
+    backbone = copy.deepcopy(shared_backbone("r50_vit_b16_timm"))  # building one anew costs seconds
     with caplog.at_level(logging.WARNING, logger="densevit.backbones.weights"):
         load_pretrained(backbone, path)
     torch.testing.assert_close(backbone.body.pos_embed, reference.pos_embed[:, 1:], rtol=0, atol=0)

@@ -1,4 +1,4 @@
-"""R50+ViT-B/16: CNN skips collected by hooks agree with timm's ResNetV2 and ViT code paths."""
+"""R50+ViT-B/16 in timm's layers: CNN skips collected by hooks agree with timm's ResNetV2 and ViT code paths."""
 from __future__ import annotations
 
 import copy
@@ -8,7 +8,7 @@ from backbone_helpers import image_batch, shared_backbone
 
 
 def test_skips_and_tokens_match_timm_forward_paths() -> None:
-    backbone = shared_backbone("r50_vit_b16")
+    backbone = shared_backbone("r50_vit_b16_timm")
     assert backbone.channels == [64, 256, 512, 768] and backbone.strides == [2, 4, 8, 16]
     images = image_batch(2, 64, 96)
     with torch.no_grad():
@@ -22,7 +22,7 @@ def test_skips_and_tokens_match_timm_forward_paths() -> None:
 
 
 def test_each_call_returns_its_own_skips() -> None:
-    backbone = shared_backbone("r50_vit_b16")
+    backbone = shared_backbone("r50_vit_b16_timm")
     first, second = image_batch(1, 32, 48, seed=1), image_batch(2, 48, 32, seed=2)
     with torch.no_grad():
         maps_first = backbone(first)
@@ -35,7 +35,7 @@ def test_each_call_returns_its_own_skips() -> None:
 
 def test_a_deep_copy_collects_its_own_skips() -> None:
     # EMA and similar helpers deep-copy models; the copy's hooks must feed the copy
-    backbone = shared_backbone("r50_vit_b16")
+    backbone = shared_backbone("r50_vit_b16_timm")
     clone = copy.deepcopy(backbone)
     with torch.no_grad():
         clone.body.patch_embed.backbone.stem.conv.weight.mul_(2)
@@ -46,7 +46,7 @@ def test_a_deep_copy_collects_its_own_skips() -> None:
 
 
 def test_transunet_layout_without_class_token() -> None:
-    backbone = shared_backbone("r50_vit_b16")
+    backbone = shared_backbone("r50_vit_b16_timm")
     assert backbone.body.cls_token is None
     assert backbone.body.pos_embed.shape == (1, 14 * 14, 768)
     assert backbone.no_weight_decay() == {"body.pos_embed"}

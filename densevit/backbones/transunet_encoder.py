@@ -1,25 +1,48 @@
 """TransUNet's own encoder: a ResNetV2 root and stages (StdConv + GroupNorm) feeding a ViT.
 
+Registered as ``r50_vit_b16`` (R50+ViT-B/16, the hybrid of the ViT paper that TransUNet
+encodes with) and ``vit_b16_transunet`` (the same ViT-B/16 on plain 16x16 patches).
+
 This is the encoder that the published TransUNet checkpoints and Google's ``R50+ViT-B_16.npz``
 were trained with, reproduced operation for operation so that their weights give the same
 outputs here: weight-standardised convs (eps 1e-5), GroupNorm(32, eps 1e-6), a projection
 norm with one group per channel, a 3x3/2 max-pool without padding whose short skip maps are
 zero-padded at the bottom and right, and a ViT without class token on the stride-16 grid.
 Unlike the reference, any input whose sides are multiples of 16 works: the position
-embedding is interpolated to the grid of the input.
+embedding is interpolated to the grid of the input. (timm's ``vit_base_r50_s16_224``, kept
+as ``r50_vit_b16_timm``, pads its convs and pool 'same'-style and normalises with other
+epsilons, so the same weights give other outputs there.)
 
 ``forward`` follows the backbone contract: a list of NCHW maps at strides 2, 4, 8, 16
 (channels 64, 256, 512, hidden) for the hybrid, or one stride-16 map without the CNN.
+
+Keys are this module's own (no library network is wrapped, so there is no ``body.``):
+``stem.conv``, ``stem.norm``, ``stem.stages.S.U.{conv,norm}{1,2,3}``,
+``stem.stages.S.0.downsample`` / ``downsample_norm``, ``patch_embed``, ``pos_embed``,
+``blocks.N.*`` (timm ``Block``), ``norm``. Pretrained files: our keys, timm's
+``vit_base_r50_s16_224`` / ``vit_base_patch16_224`` keys (mapped by name; the class token and
+its position are dropped), or a Google ViT ``.npz``.
 """
 from __future__ import annotations
 
 from functools import partial
+
+import logging
+import math
+import re
+from pathlib import Path
+from typing import Sequence
 
 import torch
 import torch.nn.functional as F
 from timm.layers import StdConv2d
 from timm.models.vision_transformer import Block
 from torch import Tensor, nn
+
+from densevit.backbones.base import Backbone
+from densevit.backbones.registry import BACKBONES
+
+logger = logging.getLogger(__name__)
 
 _StdConv = partial(StdConv2d, eps=1e-5)
 
@@ -97,8 +120,36 @@ def _pad_to(x: Tensor, height: int, width: int) -> Tensor:
     return F.pad(x, (0, width - x.shape[-1], 0, height - x.shape[-2]))
 
 
-class TransUNetEncoder(nn.Module):
+def resize_pos_embed(pos: Tensor, grid: tuple[int, int]) -> Tensor:
+    """[1, N(+1 class token), D] -> [1, grid_h*grid_w, D]: drop the class token, resize the square grid bilinearly."""
+    count = grid[0] * grid[1]
+    if pos.shape[1] == count:
+        return pos
+    if pos.shape[1] - 1 == count or not math.isqrt(pos.shape[1]) ** 2 == pos.shape[1]:
+        pos = pos[:, 1:]
+    if pos.shape[1] == count:
+        return pos
+    side = math.isqrt(pos.shape[1])
+    square = pos.reshape(1, side, side, -1).permute(0, 3, 1, 2)
+    return F.interpolate(square, size=grid, mode="bilinear", align_corners=False).flatten(2).transpose(1, 2)
+
+
+# timm's ``vit_base_r50_s16_224`` / ``vit_base_patch16_224`` key -> ours (blocks and norm keep their names).
+_TIMM_RENAMES = [
+    (r"patch_embed\.backbone\.stem\.(conv|norm)\.(.+)", r"stem.\1.\2"),
+    (r"patch_embed\.backbone\.stages\.(\d+)\.blocks\.(\d+)\.downsample\.conv\.(.+)", r"stem.stages.\1.\2.downsample.\3"),
+    (r"patch_embed\.backbone\.stages\.(\d+)\.blocks\.(\d+)\.downsample\.norm\.(.+)", r"stem.stages.\1.\2.downsample_norm.\3"),
+    (r"patch_embed\.backbone\.stages\.(\d+)\.blocks\.(\d+)\.(.+)", r"stem.stages.\1.\2.\3"),
+    (r"patch_embed\.proj\.(.+)", r"patch_embed.\1"),
+]
+
+
+class TransUNetEncoder(Backbone):
     """Optional ResNetV2 stem, 1x1 (or 16x16) patch embedding, ViT blocks, final LayerNorm.
+
+    forward(x: [B, in_chans, H, W]) -> [s2: [B, w, H/2, W/2], s4: [B, 4w, H/4, W/4],
+    s8: [B, 8w, H/8, W/8], s16: [B, hidden, H/16, W/16]] with the stem (w = ``resnet_width``),
+    or [s16] without it; the last map is the tokens after the final LayerNorm.
 
     Args:
         hybrid: with the ResNetV2 stem (R50+ViT) or plain 16x16 patches (ViT).
@@ -109,16 +160,16 @@ class TransUNetEncoder(nn.Module):
         self,
         in_chans: int = 3,
         hybrid: bool = True,
-        img_size: tuple[int, int] = (224, 224),
+        img_size: Sequence[int] = (224, 224),
         hidden: int = 768,
         depth: int = 12,
         num_heads: int = 12,
         mlp_dim: int = 3072,
-        resnet_layers: tuple[int, int, int] = (3, 4, 9),
+        resnet_layers: Sequence[int] = (3, 4, 9),
         resnet_width: int = 64,
     ) -> None:
         super().__init__()
-        self.stem = ResNetV2Stem(in_chans, resnet_layers, resnet_width) if hybrid else None
+        self.stem = ResNetV2Stem(in_chans, tuple(resnet_layers), resnet_width) if hybrid else None
         embed_in = self.stem.channels[-1] if self.stem is not None else in_chans
         patch = 1 if hybrid else 16
         self.patch_embed = nn.Conv2d(embed_in, hidden, kernel_size=patch, stride=patch)
@@ -145,6 +196,7 @@ class TransUNetEncoder(nn.Module):
 
     def forward(self, x: Tensor) -> list[Tensor]:
         """x: [B, C, H, W] with H, W multiples of 16 -> maps at ``self.strides``."""
+        self.check_input(x)
         skips: list[Tensor] = []
         if self.stem is not None:
             *skips, x = self.stem(x)
@@ -154,4 +206,47 @@ class TransUNetEncoder(nn.Module):
         for block in self.blocks:
             tokens = block(tokens)
         tokens = self.norm(tokens)
-        return [*skips, tokens.transpose(1, 2).reshape(batch, hidden, height, width)]
+        return [*skips, tokens.transpose(1, 2).reshape(batch, hidden, height, width).contiguous()]
+
+    def no_weight_decay(self) -> set[str]:
+        return {"pos_embed"}
+
+    def in_library_layout(self, state: dict[str, Tensor]) -> bool:
+        # timm's transformer keys (blocks.*, norm.*, pos_embed) are ours too; its patch projection is not
+        return any(k.startswith("patch_embed.proj.") for k in state) or super().in_library_layout(state)
+
+    def convert_library_state_dict(self, state: dict[str, Tensor]) -> dict[str, Tensor]:
+        """timm's hybrid / plain ViT-B/16 keys -> ours; the class token and its position are dropped."""
+        out: dict[str, Tensor] = {}
+        for key, value in state.items():
+            if key == "cls_token" or key.startswith(self.classifier_prefixes):
+                continue
+            for pattern, replacement in _TIMM_RENAMES:
+                if re.fullmatch(pattern, key):
+                    key = re.sub(pattern, replacement, key)
+                    break
+            out[key] = value
+        if "pos_embed" in out:
+            out["pos_embed"] = resize_pos_embed(out["pos_embed"], self.grid)
+        return out
+
+    def load_npz(self, path: Path) -> None:
+        """Load a Google ViT ``.npz`` (``R50+ViT-B_16.npz``, ``ViT-B_16.npz``) as TransUNet does."""
+        from densevit.convert.transunet import load_vit_npz
+
+        missing = load_vit_npz(self, path)
+        if missing:
+            logger.warning("pretrained weights %s: %d tensors missing from the file (left as initialised): %s",
+                           path, len(missing), ", ".join(missing[:20]))
+
+
+@BACKBONES.register("r50_vit_b16")
+def r50_vit_b16(**kwargs) -> TransUNetEncoder:
+    """R50+ViT-B/16 hybrid, TransUNet's encoder exactly (skips at strides 2/4/8): 97.9M parameters."""
+    return TransUNetEncoder(hybrid=True, **kwargs)
+
+
+@BACKBONES.register("vit_b16_transunet")
+def vit_b16_transunet(**kwargs) -> TransUNetEncoder:
+    """ViT-B/16 as TransUNet's plain-ViT encoder (no class token, stride 16 only): 85.8M parameters."""
+    return TransUNetEncoder(hybrid=False, **kwargs)
