@@ -25,11 +25,10 @@ its position are dropped), or a Google ViT ``.npz``.
 """
 from __future__ import annotations
 
-from functools import partial
-
 import logging
 import math
 import re
+from functools import partial
 from pathlib import Path
 from typing import Sequence
 
@@ -125,7 +124,7 @@ def resize_pos_embed(pos: Tensor, grid: tuple[int, int]) -> Tensor:
     count = grid[0] * grid[1]
     if pos.shape[1] == count:
         return pos
-    if pos.shape[1] - 1 == count or not math.isqrt(pos.shape[1]) ** 2 == pos.shape[1]:
+    if pos.shape[1] - 1 == count or math.isqrt(pos.shape[1]) ** 2 != pos.shape[1]:
         pos = pos[:, 1:]
     if pos.shape[1] == count:
         return pos

@@ -15,7 +15,10 @@ from backbone_helpers import image_batch
 from densevit.backbones import create_backbone
 from densevit.errors import UserInputError
 
-SMALL = dict(img_size=(64, 64), hidden=64, depth=1, num_heads=2, mlp_dim=128, resnet_layers=(1, 1, 1), resnet_width=32)
+SMALL = {
+    "img_size": (64, 64), "hidden": 64, "depth": 1, "num_heads": 2, "mlp_dim": 128, "resnet_layers": (1, 1, 1),
+    "resnet_width": 32,
+}
 
 
 def test_short_skips_are_zero_padded_at_bottom_and_right() -> None:
