@@ -12,11 +12,20 @@ Families (each module registers its names when imported here):
   * ``resnet``: resnet18, resnet50, resnet101 (FrozenBatchNorm2d, DETR's layout);
   * ``transunet_encoder``: r50_vit_b16 (TransUNet's encoder, exactly as the reference computes
     it; also takes Google's ``.npz``), vit_b16_transunet (its plain-ViT variant);
-  * ``hybrid``: r50_vit_b16_timm (the same hybrid in timm's padding and normalisation).
+  * ``hybrid``: r50_vit_b16_timm (the same hybrid in timm's padding and normalisation);
+  * ``tiny_cnn``: tiny_cnn (a small CNN with trainable batch norm, for training from scratch).
 """
 from __future__ import annotations
 
-from densevit.backbones import hybrid, resnet, swin, tnt, transunet_encoder, vit  # noqa: F401  (registers the backbones)
+from densevit.backbones import (  # noqa: F401  (importing a family registers its backbones)
+    hybrid,
+    resnet,
+    swin,
+    tiny_cnn,
+    tnt,
+    transunet_encoder,
+    vit,
+)
 from densevit.backbones.base import Backbone
 from densevit.backbones.registry import BACKBONES, create_backbone, list_backbones
 

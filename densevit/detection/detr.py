@@ -240,16 +240,14 @@ def _register(model_name: str, backbone: str) -> None:
 
 
 def detr_tiny(num_classes: int, **kwargs: Any) -> DETR:
-    """A small DETR for CPU demos and tests: :class:`TinyConvNet` (stride 16), hidden 128,
+    """A small DETR for CPU demos and tests: the ``tiny_cnn`` backbone (stride 16), hidden 128,
     2 encoder and 3 decoder layers, 20 two-stage queries, sigmoid classification.
     Keyword arguments override these defaults (see :class:`DETR`)."""
-    from densevit.detection.tiny_backbone import TinyConvNet
-
     settings: dict[str, Any] = dict(num_queries=20, hidden_dim=128, num_heads=8, num_encoder_layers=2,
                                     num_decoder_layers=3, ffn_dim=512, dropout=0.0,
                                     classification="sigmoid", query_type="two_stage")
     settings.update(kwargs)
-    return DETR(TinyConvNet(), num_classes, **settings)
+    return build_detr("tiny_cnn", num_classes, **settings)
 
 
 def register_models() -> None:

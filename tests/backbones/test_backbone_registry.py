@@ -19,6 +19,7 @@ EXPECTED_NAMES = [
     "swin_base",
     "swin_small",
     "swin_tiny",
+    "tiny_cnn",
     "tnt_small",
     "vit_b16_transunet",
     "vit_base_patch16",
@@ -66,7 +67,11 @@ def test_registering_a_name_twice_fails() -> None:
         BACKBONES.register("resnet50")(lambda: None)
 
 
-@pytest.mark.parametrize("name", EXPECTED_NAMES)
+def test_every_backbone_but_our_own_small_cnn_has_a_published_size() -> None:
+    assert sorted(PUBLISHED_MILLIONS) == [n for n in EXPECTED_NAMES if n != "tiny_cnn"]
+
+
+@pytest.mark.parametrize("name", sorted(PUBLISHED_MILLIONS))
 def test_parameter_count_matches_the_published_model(name: str) -> None:
     with torch.device("meta"):
         backbone = create_backbone(name)

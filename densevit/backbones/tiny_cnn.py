@@ -1,16 +1,18 @@
-"""A small, fully trained CNN backbone for DETR on small images (CPU demos and tests).
+"""``tiny_cnn``: a small CNN whose batch norm trains, for detectors trained from scratch (CPU demos, tests).
 
 The registry's ResNets follow DETR's fine-tuning layout (frozen batch norm, frozen stem),
 which suits ImageNet-initialised weights; trained from scratch, a network needs batch norm
-that learns. This one has four stride-2 stages of conv-BN-ReLU, each followed by
-``blocks[i]`` residual blocks (by default only the two coarse stages have one, where they
-are cheap).
+that learns. This one has four stride-2 conv-BN-ReLU stages, with residual blocks on the
+coarse ones. Like a ResNet it takes any H, W: its map is ceil(H / 16) x ceil(W / 16).
 """
 from __future__ import annotations
 
 from typing import Sequence
 
 from torch import Tensor, nn
+
+from densevit.backbones.base import Backbone
+from densevit.backbones.registry import BACKBONES
 
 
 def _conv_bn(in_ch: int, out_ch: int, stride: int) -> nn.Sequential:
@@ -27,8 +29,11 @@ class _Residual(nn.Module):
         return self.relu(x + self.block(x))
 
 
-class TinyConvNet(nn.Module):
-    """forward(x [B,3,H,W]) -> [x_16 [B,C,ceil(H/16),ceil(W/16)]] (one map; ``.channels``/``.strides``)."""
+class TinyConvNet(Backbone):
+    """forward(x [B,3,H,W]) -> [Tensor[B, widths[-1], ceil(H/16), ceil(W/16)]].
+
+    Keys: ``body.{stage}.0.*`` (the strided conv-BN) and ``body.{stage}.{1..}.*`` (residual blocks).
+    """
 
     def __init__(self, widths: Sequence[int] = (24, 48, 96, 160), blocks: Sequence[int] = (0, 0, 1, 1)) -> None:
         super().__init__()
@@ -38,9 +43,15 @@ class TinyConvNet(nn.Module):
         for width, count in zip(widths, blocks):
             stages.append(nn.Sequential(_conv_bn(in_ch, width, 2), *(_Residual(width) for _ in range(count))))
             in_ch = width
-        self.stages = nn.Sequential(*stages)
+        self.body = nn.Sequential(*stages)
         self.channels = [widths[-1]]
         self.strides = [2 ** len(widths)]
 
     def forward(self, x: Tensor) -> list[Tensor]:
-        return [self.stages(x)]
+        return [self.body(x)]
+
+
+@BACKBONES.register("tiny_cnn")
+def tiny_cnn(widths: Sequence[int] = (24, 48, 96, 160), blocks: Sequence[int] = (0, 0, 1, 1)) -> TinyConvNet:
+    """A 0.8M-parameter stride-16 CNN with trainable batch norm (see the module docstring)."""
+    return TinyConvNet(widths, blocks)
