@@ -21,6 +21,10 @@ from densevit.io import atomic_path, write_json_atomic
 if TYPE_CHECKING:
     from densevit.detection.task import DetectionTask
 
+# One colour per class (cycled), distinguishable on photos: a box's colour tells its class at a glance.
+CLASS_COLOURS = ("#e6194b", "#3cb44b", "#4363d8", "#f58231", "#911eb4", "#42d4f4", "#f032e6", "#bfef45",
+                 "#ffe119", "#469990")
+
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp"}
 
 
@@ -57,13 +61,14 @@ def draw_detections(image: np.ndarray, detection: dict[str, Tensor], class_names
     """The HWC uint8 ``image`` with the detections scoring at least ``score_threshold`` drawn."""
     keep = detection["scores"] >= score_threshold
     boxes = detection["boxes"][keep].cpu()
-    labels = [f"{class_names[int(l)]} {float(s):.2f}"
-              for l, s in zip(detection["labels"][keep], detection["scores"][keep])]
+    classes = detection["labels"][keep].tolist()
+    labels = [f"{class_names[c]} {s:.2f}" for c, s in zip(classes, detection["scores"][keep].tolist())]
     if not len(boxes):
         return Image.fromarray(image)
     canvas = torch.from_numpy(np.ascontiguousarray(image)).permute(2, 0, 1)
     width = max(1, round(max(image.shape[:2]) / 300))
-    drawn = draw_bounding_boxes(canvas, boxes, labels=labels, colors="red", width=width)
+    colours = [CLASS_COLOURS[c % len(CLASS_COLOURS)] for c in classes]
+    drawn = draw_bounding_boxes(canvas, boxes, labels=labels, colors=colours, width=width)
     return Image.fromarray(drawn.permute(1, 2, 0).numpy())
 
 
