@@ -90,18 +90,22 @@ def _google_npz(hidden: int, mlp: int, layers: int, heads: int, grid: int, width
     return w
 
 
-def test_google_npz_loads_as_the_reference_loads_it(tmp_path):
+@pytest.mark.parametrize("route", ["load_vit_npz", "backbone_pretrained"])
+def test_google_npz_loads_as_the_reference_loads_it(tmp_path, route):
+    """A Google ``.npz`` gives the reference's outputs, loaded directly or through the backbone registry."""
     weights = _google_npz(hidden=128, mlp=256, layers=2, heads=2, grid=4, width=32, units=(1, 2, 1))
     path = tmp_path / "R50+ViT-B_16.npz"
     np.savez(path, **weights)
 
     reference = _randomised(VisionTransformer(num_classes=3, **SMALL))
     reference.load_from(weights)
+    extra = {"backbone_pretrained": str(path)} if route == "backbone_pretrained" else {}
     model = create_model(
         "transunet_r50_vitb16", num_classes=3, img_size=[64, 64], hidden=128, depth=2, num_heads=2, mlp_dim=256,
-        resnet_layers=[1, 2, 1], resnet_width=32, decoder_channels=[64, 32, 16, 16],
+        resnet_layers=[1, 2, 1], resnet_width=32, decoder_channels=[64, 32, 16, 16], **extra,
     ).eval()
-    assert load_vit_npz(model.encoder, path) == []
+    if route == "load_vit_npz":
+        assert load_vit_npz(model.encoder, path) == []
     # decoder and head are not in the .npz: give ours the reference's so that whole outputs compare
     decoder = {k: v for k, v in reference_to_densevit(reference.state_dict()).items() if not k.startswith("encoder.")}
     model.load_state_dict(decoder, strict=False)
@@ -131,21 +135,3 @@ def test_foreign_checkpoint_is_refused(tmp_path):
     with pytest.raises(UserInputError, match="backbone.conv1.weight"):
         load_converters().build("transunet", src, tmp_path / "out.pth")
     assert not (tmp_path / "out.pth").exists()
-
-
-def test_npz_as_registry_backbone_weights_gives_reference_outputs(tmp_path):
-    # the same file through the backbone registry: create_backbone(pretrained=...) via backbone_pretrained
-    weights = _google_npz(hidden=128, mlp=256, layers=2, heads=2, grid=4, width=32, units=(1, 2, 1))
-    path = tmp_path / "R50+ViT-B_16.npz"
-    np.savez(path, **weights)
-    reference = _randomised(VisionTransformer(num_classes=3, **SMALL))
-    reference.load_from(weights)
-    model = create_model(
-        "transunet_r50_vitb16", num_classes=3, img_size=[64, 64], hidden=128, depth=2, num_heads=2, mlp_dim=256,
-        resnet_layers=[1, 2, 1], resnet_width=32, decoder_channels=[64, 32, 16, 16], backbone_pretrained=str(path),
-    ).eval()
-    decoder = {k: v for k, v in reference_to_densevit(reference.state_dict()).items() if not k.startswith("encoder.")}
-    model.load_state_dict(decoder, strict=False)
-    x = torch.randn(1, 3, 64, 64)
-    with torch.no_grad():
-        torch.testing.assert_close(model(x), reference(x), atol=1e-4, rtol=1e-4)
