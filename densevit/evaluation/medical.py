@@ -187,7 +187,7 @@ class MedicalEvaluator:
         p_size, g_size = int(np.count_nonzero(p)), int(np.count_nonzero(g))
         if self.convention == "transunet":
             if p_size and g_size:
-                dice = 2.0 * np.count_nonzero(p & g) / float(p_size + g_size)
+                dice = 2.0 * int(np.count_nonzero(p & g)) / (p_size + g_size)
                 pred_to_gt, gt_to_pred = surface_distances(p, g, None, crop=False)
                 return {"dice": dice, "hd95": float(np.percentile(np.hstack((pred_to_gt, gt_to_pred)), 95)),
                         "note": ""}
@@ -197,7 +197,7 @@ class MedicalEvaluator:
         if not g_size:
             note = "empty ground truth and prediction" if not p_size else "empty ground truth"
             return {"dice": float("nan"), "hd95": float("nan"), "note": note}
-        dice = 2.0 * np.count_nonzero(p & g) / float(p_size + g_size)
+        dice = 2.0 * int(np.count_nonzero(p & g)) / (p_size + g_size)
         if not p_size:
             return {"dice": dice, "hd95": float("nan"), "note": "empty prediction: HD95 undefined"}
         pred_to_gt, gt_to_pred = surface_distances(p, g, spacing, crop=False)

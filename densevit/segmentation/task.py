@@ -348,9 +348,8 @@ class VolumeEvaluator:
         for entry in result["per_class"]:
             metrics[f"dice/{entry['class']}"] = entry["dice"]
             metrics[f"hd95/{entry['class']}"] = entry["hd95"]
-        # plain Python numbers: metrics travel into JSON logs and weights-only checkpoints
-        metrics["cases"] = [{k: v.item() if isinstance(v, np.generic) else v for k, v in row.items()} for row in result["cases"]]
-        return {k: float(v) if isinstance(v, np.generic) else v for k, v in metrics.items()}
+        metrics["cases"] = result["cases"]
+        return metrics
 
 
 class ImageEvaluator:

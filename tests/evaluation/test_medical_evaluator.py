@@ -196,3 +196,17 @@ def test_real_ct_labels_crop_equals_full_volume(real_data):
     for c, row in scored[::4]:
         d_pg, d_gp = surface_distances(pred == c, gt == c, spacing, crop=False)
         assert row["hd95"] == max(np.percentile(d_pg, 95), np.percentile(d_gp, 95))
+
+
+@pytest.mark.parametrize("convention", ["standard", "transunet"])
+def test_results_are_plain_python_numbers(convention):
+    """Rows go into JSON logs and weights-only checkpoints, which refuse numpy scalars."""
+    gt = np.zeros((8, 8, 8), dtype=np.int64)
+    gt[2:5, 2:5, 2:5] = 1
+    pred = gt.copy()
+    pred[3, 3, 5] = 1
+    evaluator = MedicalEvaluator(2, convention)
+    evaluator.process(pred, gt, spacing=(1.0, 1.0, 2.0))
+    result = evaluator.compute()
+    values = [v for row in result["cases"] for v in row.values()] + list(result["mean"].values())
+    assert all(type(v) in (str, float) for v in values)
