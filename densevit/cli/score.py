@@ -15,11 +15,10 @@ from typing import Any, Callable
 
 import numpy as np
 
-from densevit.io import write_json_atomic
+from densevit.data.volumes import NIFTI_SUFFIXES
 from densevit.errors import UserInputError
 from densevit.evaluation import coco, medical, semantic
-
-NIFTI_SUFFIXES = (".nii.gz", ".nii")
+from densevit.io import write_json_atomic
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:

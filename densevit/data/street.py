@@ -18,9 +18,8 @@ import torch
 from PIL import Image
 from torch.utils.data import Dataset
 
+from densevit.data import IMAGE_SUFFIXES
 from densevit.errors import UserInputError
-
-IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg")
 
 
 @dataclass(frozen=True)

@@ -12,6 +12,7 @@ from torch import Tensor, nn
 from torchvision.ops import box_convert
 from torchvision.utils import draw_bounding_boxes
 
+from densevit.data import IMAGE_SUFFIXES
 from densevit.data.coco import read_rgb
 from densevit.data.collate import pad_images
 from densevit.data.det_transforms import apply
@@ -24,9 +25,6 @@ if TYPE_CHECKING:
 # One colour per class (cycled), distinguishable on photos: a box's colour tells its class at a glance.
 CLASS_COLOURS = ("#e6194b", "#3cb44b", "#4363d8", "#f58231", "#911eb4", "#42d4f4", "#f032e6", "#bfef45",
                  "#ffe119", "#469990")
-
-IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp"}
-
 
 def expand_inputs(inputs: list[Path]) -> list[Path]:
     """Image files, with folders replaced by the images inside them (sorted)."""

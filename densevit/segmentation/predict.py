@@ -22,8 +22,8 @@ import torch
 from PIL import Image
 from torch import nn
 
+from densevit.data import IMAGE_SUFFIXES
 from densevit.data.seg_transforms import street_eval
-from densevit.data.street import IMAGE_SUFFIXES
 from densevit.data.volumes import NIFTI_SUFFIXES, find_nifti_cases, load_case
 from densevit.errors import UserInputError
 from densevit.io import atomic_path
