@@ -8,7 +8,8 @@
   name the file and the YAML path of the key (``train.epochs``).
 
 The sections ``data`` and ``loss`` differ by task: each task class (see
-:mod:`densevit.engine.task`) names its own dataclasses for them.
+:mod:`densevit.engine.task`, registered in :data:`densevit.tasks.TASKS`) names its own
+dataclasses for them.
 """
 from __future__ import annotations
 
@@ -24,6 +25,7 @@ import yaml
 
 from densevit.errors import ConfigError
 from densevit.registry import UnknownNameError
+from densevit.tasks import TASKS
 
 
 @dataclass
@@ -286,13 +288,8 @@ def _type_error(where: str, path: str, tp: Any, value: Any) -> ConfigError:
 
 def build_config(data: dict[str, Any], where: str = "<config>") -> ExperimentConfig:
     """Turn a merged mapping into an :class:`ExperimentConfig`, with task-specific sections."""
-    from densevit.engine.task import TASKS
-    from densevit.models import import_model_packages
-
     data = dict(data)
     task_name = data.get("task")
-    if task_name not in TASKS:
-        import_model_packages()  # the task packages register their tasks when imported
     if not isinstance(task_name, str) or not task_name:
         raise ConfigError(f"{where}: task: required, one of {', '.join(TASKS.names())}")
     try:

@@ -1,18 +1,29 @@
 """Name -> factory registries, filled by decorators.
 
-One small class serves every kind of thing we build by name (backbones, models, tasks).
-An unknown name fails with the closest registered names suggested, so a typo in a config
-is a one-line fix rather than a stack trace.
+One small class serves every kind of thing we build by name (backbones, models, tasks,
+converters). An unknown name fails with the closest registered names suggested, so a typo in
+a config is a one-line fix rather than a stack trace.
+
+A registry never imports the modules that register into it. Those that live in other
+packages (the heads fill ``MODELS`` and ``TASKS``) are found through an entry-point group of
+the installed distribution (``pyproject.toml``, ``[project.entry-points."densevit.heads"]``),
+loaded the first time a name is looked up; a third-party package can add its own models and
+tasks to the same group.
 """
 from __future__ import annotations
 
 import difflib
 import fnmatch
+import importlib
+from importlib.metadata import entry_points
 from typing import Any, Callable, Iterator, TypeVar
 
 from densevit.errors import UserInputError
 
 F = TypeVar("F", bound=Callable[..., Any])
+
+# The entry-point group of the packages that register models and tasks (the heads).
+HEAD_PLUGINS = "densevit.heads"
 
 
 class UnknownNameError(UserInputError, KeyError):
@@ -35,9 +46,25 @@ class Registry:
         BACKBONES.build("resnet50", pretrained=None)
     """
 
-    def __init__(self, kind: str) -> None:
+    def __init__(self, kind: str, plugin_group: str | None = None) -> None:
         self.kind = kind
+        self.plugin_group = plugin_group
+        self._plugins_loaded = plugin_group is None
         self._factories: dict[str, Callable[..., Any]] = {}
+
+    def _load_plugins(self) -> None:
+        """Import the modules of the entry-point group once (they register on import)."""
+        if self._plugins_loaded:
+            return
+        self._plugins_loaded = True
+        found = entry_points(group=self.plugin_group)
+        if not found:
+            raise RuntimeError(
+                f"no {self.plugin_group!r} entry points: densevit's package metadata is missing "
+                "(install it with pip install -e .)"
+            )
+        for entry in sorted(found, key=lambda e: e.name):
+            importlib.import_module(entry.value)
 
     def register(self, name: str | None = None) -> Callable[[F], F]:
         """Decorator that registers a factory under ``name`` (default: the function's name)."""
@@ -53,6 +80,8 @@ class Registry:
 
     def get(self, name: str) -> Callable[..., Any]:
         """The factory registered as ``name``; unknown names raise with close matches."""
+        if name not in self._factories:
+            self._load_plugins()
         try:
             return self._factories[name]
         except KeyError:
@@ -68,16 +97,20 @@ class Registry:
 
     def names(self, pattern: str | None = None) -> list[str]:
         """Sorted registered names, optionally filtered by a shell-style ``pattern``."""
+        self._load_plugins()
         names = sorted(self._factories)
         if pattern:
             names = [n for n in names if fnmatch.fnmatch(n, pattern)]
         return names
 
     def __contains__(self, name: object) -> bool:
+        if name not in self._factories:
+            self._load_plugins()
         return name in self._factories
 
     def __iter__(self) -> Iterator[str]:
         return iter(self.names())
 
     def __len__(self) -> int:
+        self._load_plugins()
         return len(self._factories)

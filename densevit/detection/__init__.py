@@ -2,12 +2,11 @@
 from __future__ import annotations
 
 from densevit.data.collate import PaddedImages
-from densevit.detection import task as _task  # noqa: F401  (registers the "detection" task)
+from densevit.detection import models, task  # noqa: F401  (registration)
 from densevit.detection.criterion import SetCriterion
-from densevit.detection.detr import DETR, build_detr, register_models
+from densevit.detection.detr import DETR
 from densevit.detection.matcher import HungarianMatcher
+from densevit.detection.models import build_detr
 from densevit.detection.postprocess import PostProcess
-
-register_models()
 
 __all__ = ["DETR", "HungarianMatcher", "PaddedImages", "PostProcess", "SetCriterion", "build_detr"]

@@ -16,9 +16,9 @@ import torch
 from torch import nn
 from torch.utils.data import Dataset
 
-from densevit.registry import Registry
+from densevit.tasks import TASKS
 
-TASKS = Registry("task")
+__all__ = ["TASKS", "Evaluator", "Task", "move_to_device"]
 
 
 class Evaluator(Protocol):
