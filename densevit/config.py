@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+import importlib
 import types
 import typing
 from dataclasses import dataclass, field
@@ -286,9 +287,29 @@ def _type_error(where: str, path: str, tp: Any, value: Any) -> ConfigError:
 # ----------------------------------------------------------------------------- entry point
 
 
+def import_task_modules(data: dict[str, Any], where: str) -> None:
+    """Import the modules a config lists in ``train.imports`` (custom tasks and models register there).
+
+    Runs on the raw mapping, before typing: the task these modules register decides the
+    schema of the ``data`` and ``loss`` sections.
+    """
+    names = (data.get("train") or {}).get("imports") or []
+    if not isinstance(names, list) or not all(isinstance(n, str) for n in names):
+        raise ConfigError(f"{where}: train.imports: expected a list of module names, got {names!r}")
+    for name in names:
+        try:
+            importlib.import_module(name)
+        except ImportError as err:
+            raise ConfigError(f"{where}: train.imports: cannot import {name!r}: {err}") from None
+
+
 def build_config(data: dict[str, Any], where: str = "<config>") -> ExperimentConfig:
-    """Turn a merged mapping into an :class:`ExperimentConfig`, with task-specific sections."""
+    """Turn a merged mapping into an :class:`ExperimentConfig`, with task-specific sections.
+
+    The modules of ``train.imports`` are imported first (they may register the task).
+    """
     data = dict(data)
+    import_task_modules(data, where)
     task_name = data.get("task")
     if not isinstance(task_name, str) or not task_name:
         raise ConfigError(f"{where}: task: required, one of {', '.join(TASKS.names())}")

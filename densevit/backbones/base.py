@@ -19,7 +19,6 @@ from typing import Callable
 import torch
 from torch import nn
 
-from densevit.errors import UserInputError
 
 
 class Backbone(nn.Module):
@@ -28,9 +27,12 @@ class Backbone(nn.Module):
     Class attributes:
         classifier_prefixes: key prefixes of the library's classifier (``head.``, ``fc.``);
             a classification checkpoint carries them, a backbone has no use for them.
+        accepts_google_npz: whether ``convert_library_state_dict`` maps Google's ViT ``.npz``
+            arrays (TransUNet's encoders do).
     """
 
     classifier_prefixes: tuple[str, ...] = ("head.",)
+    accepts_google_npz: bool = False
 
     body: nn.Module
     channels: list[int]
@@ -64,12 +66,11 @@ class Backbone(nn.Module):
             state = filter_fn(state, self.body)
         return {f"body.{k}": v for k, v in state.items()}
 
-    def load_npz(self, path: Path) -> None:
-        """Load a Google ViT ``.npz``; only backbones in that layout (TransUNet's encoders) take one."""
-        raise UserInputError(
-            f"pretrained weights {path}: a Google ViT .npz loads only into r50_vit_b16 or vit_b16_transunet, "
-            f"not {type(self).__name__} (expected a .pth, .pt or .safetensors file)"
-        )
+    def load_weights_file(self, path: str | Path) -> None:
+        """Load a local weight file in our key layout or the library's (see :mod:`densevit.backbones.weights`)."""
+        from densevit.backbones.weights import load_pretrained
+
+        load_pretrained(self, path)
 
     def library_filter_fn(self) -> Callable[[dict, nn.Module], dict] | None:
         """timm's checkpoint filter for ``body``'s architecture, if it has one."""

@@ -25,23 +25,20 @@ its position are dropped), or a Google ViT ``.npz``.
 """
 from __future__ import annotations
 
-import logging
 import math
 import re
 from functools import partial
-from pathlib import Path
 from typing import Sequence
 
 import torch
 import torch.nn.functional as F
-from timm.layers import StdConv2d
+from timm.layers import StdConv2d, resample_abs_pos_embed
 from timm.models.vision_transformer import Block
 from torch import Tensor, nn
 
 from densevit.backbones.base import Backbone
+from densevit.backbones.google_vit import google_vit_to_encoder, is_google_vit
 from densevit.backbones.registry import BACKBONES
-
-logger = logging.getLogger(__name__)
 
 _StdConv = partial(StdConv2d, eps=1e-5)
 
@@ -120,17 +117,13 @@ def _pad_to(x: Tensor, height: int, width: int) -> Tensor:
 
 
 def resize_pos_embed(pos: Tensor, grid: tuple[int, int]) -> Tensor:
-    """[1, N(+1 class token), D] -> [1, grid_h*grid_w, D]: drop the class token, resize the square grid bilinearly."""
+    """[1, N(+1 class token), D] -> [1, grid_h*grid_w, D]: drop a class token, resize the square grid bilinearly."""
     count = grid[0] * grid[1]
-    if pos.shape[1] == count:
-        return pos
-    if pos.shape[1] - 1 == count or math.isqrt(pos.shape[1]) ** 2 != pos.shape[1]:
+    if pos.shape[1] != count and (pos.shape[1] - 1 == count or math.isqrt(pos.shape[1]) ** 2 != pos.shape[1]):
         pos = pos[:, 1:]
-    if pos.shape[1] == count:
-        return pos
     side = math.isqrt(pos.shape[1])
-    square = pos.reshape(1, side, side, -1).permute(0, 3, 1, 2)
-    return F.interpolate(square, size=grid, mode="bilinear", align_corners=False).flatten(2).transpose(1, 2)
+    return resample_abs_pos_embed(pos, list(grid), [side, side], num_prefix_tokens=0, interpolation="bilinear",
+                                  antialias=False)
 
 
 # timm's ``vit_base_r50_s16_224`` / ``vit_base_patch16_224`` key -> ours (blocks and norm keep their names).
@@ -154,6 +147,8 @@ class TransUNetEncoder(Backbone):
         hybrid: with the ResNetV2 stem (R50+ViT) or plain 16x16 patches (ViT).
         img_size: the training size; the position embedding is stored for its grid.
     """
+
+    accepts_google_npz = True
 
     def __init__(
         self,
@@ -187,11 +182,8 @@ class TransUNetEncoder(Backbone):
 
     def position_embedding(self, height: int, width: int) -> Tensor:
         """[1, height*width, hidden]: the stored grid, bilinearly resized when the grid differs."""
-        if (height, width) == self.grid:
-            return self.pos_embed
-        grid = self.pos_embed.reshape(1, *self.grid, -1).permute(0, 3, 1, 2)
-        grid = F.interpolate(grid, size=(height, width), mode="bilinear", align_corners=False)
-        return grid.flatten(2).transpose(1, 2)
+        return resample_abs_pos_embed(self.pos_embed, [height, width], list(self.grid), num_prefix_tokens=0,
+                                      interpolation="bilinear", antialias=False)
 
     def forward(self, x: Tensor) -> list[Tensor]:
         """x: [B, C, H, W] with H, W multiples of 16 -> maps at ``self.strides``."""
@@ -215,7 +207,12 @@ class TransUNetEncoder(Backbone):
         return any(k.startswith("patch_embed.proj.") for k in state) or super().in_library_layout(state)
 
     def convert_library_state_dict(self, state: dict[str, Tensor]) -> dict[str, Tensor]:
-        """timm's hybrid / plain ViT-B/16 keys -> ours; the class token and its position are dropped."""
+        """timm's hybrid / plain ViT-B/16 keys, or Google's ``.npz`` arrays -> ours; a class token and
+        its position are dropped, and the position grid is resized to this encoder's."""
+        if is_google_vit(state):
+            out = google_vit_to_encoder(state)
+            out["pos_embed"] = resize_pos_embed(out["pos_embed"], self.grid)
+            return out
         out: dict[str, Tensor] = {}
         for key, value in state.items():
             if key == "cls_token" or key.startswith(self.classifier_prefixes):
@@ -228,15 +225,6 @@ class TransUNetEncoder(Backbone):
         if "pos_embed" in out:
             out["pos_embed"] = resize_pos_embed(out["pos_embed"], self.grid)
         return out
-
-    def load_npz(self, path: Path) -> None:
-        """Load a Google ViT ``.npz`` (``R50+ViT-B_16.npz``, ``ViT-B_16.npz``) as TransUNet does."""
-        from densevit.convert.transunet import load_vit_npz
-
-        missing = load_vit_npz(self, path)
-        if missing:
-            logger.warning("pretrained weights %s: %d tensors missing from the file (left as initialised): %s",
-                           path, len(missing), ", ".join(missing[:20]))
 
 
 @BACKBONES.register("r50_vit_b16")

@@ -83,11 +83,11 @@ def _variants(spec: str, device: torch.device) -> list[str]:
 def _measure(
     config: Path, overrides: list[str], variant: str, device: torch.device, steps: int, warmup: int, out_dir: Path
 ) -> dict[str, Any]:
-    from densevit.engine.build import load_experiment
+    from densevit.config import load_config
     from densevit.engine.trainer import Trainer
 
     precision, _, compile_flag = variant.partition("+")
-    cfg = load_experiment(
+    cfg = load_config(
         config,
         [
             *overrides,

@@ -22,12 +22,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from densevit.engine.build import load_experiment
+    from densevit.config import load_config
     from densevit.distributed import launcher_rank
     from densevit.io import dumps_json, write_text_atomic
     from densevit.engine.trainer import evaluate
 
-    cfg = load_experiment(args.config, args.overrides)
+    cfg = load_config(args.config, args.overrides)
     metrics = evaluate(cfg, args.checkpoint, device=args.device)
     if launcher_rank() == 0:
         text = dumps_json(metrics, indent=2)

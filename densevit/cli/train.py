@@ -31,12 +31,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from densevit.engine.build import load_experiment
+    from densevit.config import load_config
     from densevit.distributed import launcher_rank
     from densevit.engine.trainer import NonFiniteLossError, TrainingInterrupted, train
     from densevit.io import dumps_json
 
-    cfg = load_experiment(args.config, args.overrides)
+    cfg = load_config(args.config, args.overrides)
     out_dir = args.out or Path("runs") / (cfg.name or args.config.stem)
     main_process = launcher_rank() == 0
     try:

@@ -10,7 +10,6 @@ sizes (classes, queries, hidden size, layers, ResNet depth) are read from the te
 from __future__ import annotations
 
 import argparse
-import pickle
 import re
 from pathlib import Path
 from typing import Any
@@ -19,6 +18,7 @@ import torch
 
 from densevit.convert import CONVERTERS
 from densevit.errors import UserInputError
+from densevit.weights import load_state, read_weights
 
 # (pattern on the official key, replacement in ours); the first match wins
 _RENAMES = [
@@ -49,19 +49,12 @@ def rename_official_key(key: str) -> str | None:
 def read_official_checkpoint(path: Path) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
     """``checkpoint["model"]`` of an official DETR file and its training ``args`` as a dict (empty
     when absent); read as weights only, with ``argparse.Namespace`` allowed for ``args``."""
-    if not path.is_file():
-        raise UserInputError(f"{path}: checkpoint not found")
-    try:
-        with torch.serialization.safe_globals([argparse.Namespace]):
-            checkpoint = torch.load(path, map_location="cpu", weights_only=True)
-    except (pickle.UnpicklingError, RuntimeError, EOFError, ValueError) as err:
-        first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
-        raise UserInputError(f"{path}: cannot read as a DETR checkpoint: {first}") from None
-    state = checkpoint.get("model", checkpoint) if isinstance(checkpoint, dict) else None
+    checkpoint = read_weights(path, "DETR checkpoint", allowed_globals=[argparse.Namespace])
+    state = checkpoint.get("model", checkpoint)
     if not isinstance(state, dict) or "class_embed.weight" not in state:
         raise UserInputError(f"{path}: field 'model': expected facebookresearch/detr weights "
                              "(a state dict with class_embed.weight, transformer.*, backbone.0.body.*)")
-    args = checkpoint.get("args") if isinstance(checkpoint, dict) else None
+    args = checkpoint.get("args")
     return state, (vars(args) if isinstance(args, argparse.Namespace) else {})
 
 
@@ -113,7 +106,6 @@ def convert_state(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
 def convert_detr_official(src: Path, dst: Path) -> str:
     """Convert ``src`` (facebookresearch/detr) into a densevit checkpoint at ``dst``."""
     from densevit.config import build_config
-    from densevit.engine.build import load_model_weights
     from densevit.engine.checkpoint import save_checkpoint
     from densevit.models import create_model
 
@@ -131,7 +123,7 @@ def convert_detr_official(src: Path, dst: Path) -> str:
     ours = convert_state(state)
     model = create_model(model_cfg["name"], num_classes=num_classes, **model_cfg["kwargs"])
     checkpoint = {"model": ours, "config": cfg.to_dict(), "class_names": data["class_names"]}
-    load_model_weights(model, checkpoint, src)  # every tensor must fit: fails before writing
+    load_state(model, ours, src, strict=True)  # every tensor must fit: fails before writing
     save_checkpoint(checkpoint, dst)
     return (f"wrote {dst}: {model_cfg['name']}, {num_classes} classes, {len(ours)} tensors "
             f"({model_cfg['kwargs']['num_queries']} queries)")

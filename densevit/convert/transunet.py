@@ -1,14 +1,12 @@
-"""TransUNet checkpoints (Beckschen/TransUNet ``networks/vit_seg_modeling.py``) and Google ViT
-``.npz`` weights (``R50+ViT-B_16.npz``, ``ViT-B_16.npz``) into densevit's TransUNet.
+"""TransUNet checkpoints (Beckschen/TransUNet ``networks/vit_seg_modeling.py``) into densevit's TransUNet.
 
 ``densevit convert transunet IN.pth OUT.pth`` writes a densevit checkpoint (``model`` state
 dict plus a ``config`` for ``transunet_r50_vitb16`` or ``transunet_vit_b16_ref``, sizes read
 from the weights) that ``densevit predict``/``evaluate`` and ``model.pretrained`` accept.
-:func:`load_vit_npz` loads a Google ``.npz`` into the encoder (the backbone ``r50_vit_b16`` or
-``vit_b16_transunet``) as pretrained weights.
+(Google's ViT ``.npz`` files need no conversion: the encoder reads them as pretrained weights,
+see :mod:`densevit.backbones.google_vit`.)
 
-Both go through the reference module names: an ``.npz`` is first named the way the reference's
-``load_from`` copies it, then every reference name maps to ours:
+Every reference name maps to ours:
 
 =================================================  ==========================================
 reference                                          densevit
@@ -33,13 +31,12 @@ import re
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
-from torch import Tensor, nn
+from torch import Tensor
 
-from densevit.backbones.transunet_encoder import resize_pos_embed
 from densevit.convert import CONVERTERS
 from densevit.errors import UserInputError
+from densevit.weights import read_weights, state_dict_of
 
 SYNAPSE_CLASSES = ["background", "aorta", "gallbladder", "kidney_left", "kidney_right", "liver", "pancreas", "spleen", "stomach"]
 
@@ -92,82 +89,6 @@ def _rename(key: str) -> str:
     raise UserInputError(f"unexpected key {key!r}: not a TransUNet (vit_seg_modeling) checkpoint")
 
 
-# ----------------------------------------------------------------------------- Google .npz
-
-
-def npz_to_reference(weights: dict[str, np.ndarray]) -> dict[str, Tensor]:
-    """Google ViT / R50+ViT ``.npz`` arrays -> reference encoder names (as its ``load_from`` copies them)."""
-    def t(name: str) -> Tensor:
-        return torch.from_numpy(np.asarray(weights[name], dtype=np.float32))
-
-    def conv(name: str) -> Tensor:  # HWIO -> OIHW
-        return t(name).permute(3, 2, 0, 1).contiguous()
-
-    out = {
-        "transformer.embeddings.patch_embeddings.weight": conv("embedding/kernel"),
-        "transformer.embeddings.patch_embeddings.bias": t("embedding/bias"),
-        "transformer.embeddings.position_embeddings": t("Transformer/posembed_input/pos_embedding"),
-        "transformer.encoder.encoder_norm.weight": t("Transformer/encoder_norm/scale"),
-        "transformer.encoder.encoder_norm.bias": t("Transformer/encoder_norm/bias"),
-    }
-    hidden = out["transformer.encoder.encoder_norm.weight"].numel()
-    blocks = sorted({int(m[1]) for k in weights if (m := re.match(r"Transformer/encoderblock_(\d+)/", k))})
-    for n in blocks:
-        src, dst = f"Transformer/encoderblock_{n}", f"transformer.encoder.layer.{n}"
-        for part in ("query", "key", "value", "out"):
-            out[f"{dst}.attn.{part}.weight"] = t(f"{src}/MultiHeadDotProductAttention_1/{part}/kernel").reshape(hidden, hidden).t()
-            out[f"{dst}.attn.{part}.bias"] = t(f"{src}/MultiHeadDotProductAttention_1/{part}/bias").reshape(-1)
-        for i in (0, 1):
-            out[f"{dst}.ffn.fc{i + 1}.weight"] = t(f"{src}/MlpBlock_3/Dense_{i}/kernel").t()
-            out[f"{dst}.ffn.fc{i + 1}.bias"] = t(f"{src}/MlpBlock_3/Dense_{i}/bias")
-        for src_norm, dst_norm in (("LayerNorm_0", "attention_norm"), ("LayerNorm_2", "ffn_norm")):
-            out[f"{dst}.{dst_norm}.weight"] = t(f"{src}/{src_norm}/scale")
-            out[f"{dst}.{dst_norm}.bias"] = t(f"{src}/{src_norm}/bias")
-    if "conv_root/kernel" in weights:
-        root = "transformer.embeddings.hybrid_model"
-        out[f"{root}.root.conv.weight"] = conv("conv_root/kernel")
-        out[f"{root}.root.gn.weight"] = t("gn_root/scale").reshape(-1)
-        out[f"{root}.root.gn.bias"] = t("gn_root/bias").reshape(-1)
-        for key in weights:
-            if m := re.fullmatch(r"(block\d+)/(unit\d+)/(conv\d|conv_proj)/kernel", key):
-                name = "downsample" if m[3] == "conv_proj" else m[3]
-                out[f"{root}.body.{m[1]}.{m[2]}.{name}.weight"] = conv(key)
-            elif m := re.fullmatch(r"(block\d+)/(unit\d+)/(gn\d|gn_proj)/(scale|bias)", key):
-                out[f"{root}.body.{m[1]}.{m[2]}.{m[3]}.{'weight' if m[4] == 'scale' else 'bias'}"] = t(key).reshape(-1)
-    return out
-
-
-def load_vit_npz(encoder: nn.Module, path: str | Path) -> list[str]:
-    """Load a Google ``.npz`` (``R50+ViT-B_16.npz``, ``ViT-B_16.npz``) into a ``TransUNetEncoder``.
-
-    The encoder is the backbone ``r50_vit_b16`` or ``vit_b16_transunet``
-    (``densevit.backbones.transunet_encoder``), whose ``pretrained=`` also takes the file.
-
-    Returns the encoder keys the file did not provide (none for a matching file); a file that
-    does not fit the encoder's sizes raises :class:`UserInputError` naming the key.
-    """
-    path = Path(path)
-    try:
-        with np.load(path) as data:
-            weights = {k: data[k] for k in data.files}
-    except (OSError, ValueError) as err:
-        raise UserInputError(f"{path}: cannot read as a .npz weight file: {err}") from None
-    try:
-        ours = reference_to_densevit(npz_to_reference(weights))
-    except KeyError as err:
-        raise UserInputError(f"{path}: missing array {err.args[0]!r}; not a Google ViT .npz checkpoint") from None
-    state = {k.removeprefix("encoder."): v for k, v in ours.items()}
-    state["pos_embed"] = resize_pos_embed(state["pos_embed"], encoder.grid)
-    own = encoder.state_dict()
-    for key, value in state.items():
-        if key not in own:
-            raise UserInputError(f"{path}: array for {key!r} has no place in this encoder (hybrid vs plain ViT?)")
-        if own[key].shape != value.shape:
-            raise UserInputError(f"{path}: {key}: shape {tuple(value.shape)} in the file, {tuple(own[key].shape)} in the model")
-    encoder.load_state_dict(state, strict=False)
-    return sorted(set(own) - set(state))
-
-
 # ----------------------------------------------------------------------------- checkpoints
 
 
@@ -216,16 +137,7 @@ def convert_transunet(src: Path, dst: Path) -> str:
     from densevit.engine.checkpoint import save_checkpoint
 
     src, dst = Path(src), Path(dst)
-    try:
-        state = torch.load(src, map_location="cpu", weights_only=True)
-    except FileNotFoundError:
-        raise UserInputError(f"{src}: file not found") from None
-    except Exception as err:  # noqa: BLE001 - any unpickling failure means a wrong or unsafe file
-        raise UserInputError(f"{src}: cannot load as a weights-only PyTorch checkpoint: {str(err).splitlines()[0]}") from None
-    if isinstance(state, dict) and isinstance(state.get("model"), dict):
-        state = state["model"]
-    if not isinstance(state, dict) or not all(isinstance(v, Tensor) for v in state.values()):
-        raise UserInputError(f"{src}: expected a state dict of tensors (torch.save(model.state_dict()))")
+    state = state_dict_of(read_weights(src, "TransUNet checkpoint"), src)
     ours = reference_to_densevit(state)
     model_cfg = infer_model_config(ours)
     num_classes = model_cfg["num_classes"]

@@ -83,6 +83,11 @@ class DETR(nn.Module):
             DINO; converges fastest, and adds ``enc_outputs`` to the outputs.
     """
 
+    # Which parameters are the backbone (its own learning rate) and the classifier (resized
+    # when pretrained weights were trained for another number of classes).
+    backbone_prefixes = ("backbone.",)
+    classifier_prefixes = ("class_embed.", "enc_class_embed.")
+
     def __init__(self, backbone: nn.Module, num_classes: int, num_queries: int = 100,
                  hidden_dim: int = 256, num_heads: int = 8, num_encoder_layers: int = 6,
                  num_decoder_layers: int = 6, ffn_dim: int = 2048, dropout: float = 0.1,

@@ -19,7 +19,7 @@ from densevit.detection.criterion import SetCriterion
 from densevit.detection.matcher import HungarianMatcher
 from densevit.detection.postprocess import PostProcess
 from densevit.engine.task import TASKS, Task
-from densevit.errors import ConfigError, UserInputError
+from densevit.errors import ConfigError
 
 
 @dataclass
@@ -158,10 +158,7 @@ class DetectionTask(Task):
         kwargs = dict(self.cfg.model.kwargs)
         kwargs.setdefault("classification", self.cfg.loss.classification)
         kwargs.setdefault("aux_loss", self.cfg.loss.aux_loss)
-        model = create_model(self.cfg.model.name, num_classes=self.num_classes, **kwargs)
-        if self.cfg.model.pretrained:
-            load_detector_weights(model, self.cfg.model.pretrained)
-        return model
+        return create_model(self.cfg.model.name, num_classes=self.num_classes, **kwargs)
 
     def build_criterion(self) -> nn.Module:
         loss = self.cfg.loss
@@ -208,23 +205,3 @@ class DetectionTask(Task):
         from densevit.detection.predict import predict_images
 
         predict_images(self, model, inputs, out_dir, options)
-
-
-def load_detector_weights(model: nn.Module, path: str | Path) -> None:
-    """Load a whole-detector checkpoint (ours, or converted); tensors whose shape differs (a
-    class head for another number of classes) keep their fresh initialisation, with a note."""
-    from densevit.engine.checkpoint import load_checkpoint, model_state
-
-    state = model_state(load_checkpoint(path), path)
-    own = model.state_dict()
-    kept = {k: v for k, v in state.items() if k in own and own[k].shape == v.shape}
-    resized = sorted(k for k in state if k in own and own[k].shape != state[k].shape)
-    missing = sorted(k for k in own if k not in state)
-    unexpected = sorted(k for k in state if k not in own)
-    if missing or unexpected:
-        shown = ", ".join((missing + unexpected)[:6])
-        raise UserInputError(f"{path}: not weights of this model: {len(missing)} missing and "
-                             f"{len(unexpected)} unexpected tensors ({shown})")
-    model.load_state_dict(kept, strict=False)
-    if resized:
-        warnings.warn(f"{path}: re-initialised {', '.join(resized)} (shape differs: new classes)", stacklevel=2)

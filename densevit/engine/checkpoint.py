@@ -15,8 +15,6 @@ checkpoint is data, never code.
 """
 from __future__ import annotations
 
-import pickle
-import zipfile
 from pathlib import Path
 from typing import Any
 
@@ -24,6 +22,7 @@ import torch
 
 from densevit.errors import UserInputError
 from densevit.io import atomic_path
+from densevit.weights import read_weights
 
 LAST = "last.pth"
 BEST = "best.pth"
@@ -61,26 +60,9 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
     """Read a checkpoint written by :func:`save_checkpoint` (or any plain state-dict file).
 
     Raises ``UserInputError`` naming the file when it is missing, truncated or corrupt, or
-    holds pickled objects other than tensors and plain containers.
+    holds pickled objects other than tensors and plain containers (:func:`densevit.weights.read_weights`).
     """
-    path = Path(path)
-    if not path.is_file():
-        raise UserInputError(f"{path}: checkpoint not found")
-    corrupt = f"{path}: cannot read checkpoint: the file is truncated or corrupt"
-    if not zipfile.is_zipfile(path):  # torch.save writes a zip archive; anything else is damaged
-        raise UserInputError(f"{corrupt} (not a torch.save archive)")
-    try:
-        state = torch.load(path, map_location=map_location, weights_only=True)
-    except pickle.UnpicklingError as err:
-        raise UserInputError(
-            f"{path}: refused to load: the checkpoint holds pickled Python objects, not only tensors "
-            f"and plain containers ({_unsupported_global(err)}); a checkpoint must be data, never code"
-        ) from None
-    except (RuntimeError, EOFError, zipfile.BadZipFile, OSError, ValueError) as err:
-        raise UserInputError(f"{corrupt} ({_first_line(err)})") from None
-    if not isinstance(state, dict):
-        raise UserInputError(f"{path}: expected a checkpoint dict, got {type(state).__name__}")
-    return state
+    return read_weights(path, "checkpoint", map_location)
 
 
 def model_state(checkpoint: dict[str, Any], path: str | Path) -> dict[str, torch.Tensor]:
@@ -95,16 +77,3 @@ def find_resume_checkpoint(run_dir: str | Path) -> Path | None:
     """The most recently written checkpoint (``*.pth``) in ``run_dir``, or None."""
     candidates = [p for p in Path(run_dir).glob("*.pth") if p.is_file()]
     return max(candidates, key=lambda p: p.stat().st_mtime_ns) if candidates else None
-
-
-def _unsupported_global(err: pickle.UnpicklingError) -> str:
-    """The line of torch's long message that names the refused class."""
-    for line in str(err).splitlines():
-        if "Unsupported global" in line or "Unsupported operand" in line:
-            return line.strip().split(" was not")[0]
-    return _first_line(err)
-
-
-def _first_line(err: BaseException) -> str:
-    text = str(err).strip().splitlines()
-    return text[0].split(". ")[0] if text else type(err).__name__

@@ -33,7 +33,7 @@ from tqdm import tqdm
 
 from densevit.config import ExperimentConfig
 from densevit import distributed as dist
-from densevit.engine.build import build_task, load_model_weights
+from densevit.engine.build import build_model, build_task, load_model_weights
 from densevit.engine.checkpoint import BEST, LAST, find_resume_checkpoint, load_checkpoint, save_checkpoint
 from densevit.engine.logs import RunLogger
 from densevit.io import json_safe, write_json_atomic, write_text_atomic
@@ -147,7 +147,7 @@ class Trainer:
         # one process must match many); then a per-process seed for data and dropout.
         seed_everything(cfg.seed)
         self.task: Task = build_task(cfg)
-        self.model: nn.Module = self.task.build_model().to(self.device)
+        self.model: nn.Module = build_model(self.task).to(self.device)
         if tcfg.channels_last:
             self.model = self.model.to(memory_format=torch.channels_last)
         self.criterion: nn.Module = self.task.build_criterion().to(self.device)

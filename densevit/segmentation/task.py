@@ -112,8 +112,6 @@ class SegmentationTask(Task):
             raise UserInputError(
                 f"data.crop_size: {list(self.data.crop_size)} must be multiples of {divisor} for {model_cfg.name}"
             )
-        if model_cfg.pretrained:
-            load_pretrained(model, Path(model_cfg.pretrained))
         return model
 
     def build_criterion(self) -> nn.Module:
@@ -273,27 +271,6 @@ class SegmentationTask(Task):
 
 
 # ---------------------------------------------------------------------- helpers
-
-
-def load_pretrained(model: nn.Module, path: Path) -> None:
-    """``model.pretrained``: a Google ViT ``.npz`` (TransUNet's encoder) or a densevit checkpoint."""
-    if not path.is_file():
-        raise UserInputError(f"model.pretrained: {path} not found")
-    if path.suffix == ".npz":
-        from densevit.backbones.transunet_encoder import TransUNetEncoder
-        from densevit.convert.transunet import load_vit_npz
-
-        if not isinstance(getattr(model, "encoder", None), TransUNetEncoder):
-            raise UserInputError(
-                f"model.pretrained: {path} is a Google ViT .npz, which only transunet_r50_vitb16 and "
-                "transunet_vit_b16_ref take; registry backbones take backbone_pretrained in model.kwargs"
-            )
-        load_vit_npz(model.encoder, path)
-        return
-    from densevit.engine.build import load_model_weights
-    from densevit.engine.checkpoint import load_checkpoint
-
-    load_model_weights(model, load_checkpoint(path), path)
 
 
 def _required(value: str, key: str) -> str:

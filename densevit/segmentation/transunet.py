@@ -32,6 +32,11 @@ class TransUNet(nn.Module):
             ``in_chans`` is 3 (grey CT slices with an RGB-pretrained encoder).
     """
 
+    # Which parameters are the backbone (its own learning rate) and the classifier (resized
+    # when pretrained weights were trained for another number of classes).
+    backbone_prefixes = ("encoder.",)
+    classifier_prefixes = ("head.",)
+
     def __init__(
         self,
         encoder: nn.Module,

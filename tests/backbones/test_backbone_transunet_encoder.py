@@ -86,5 +86,5 @@ def test_npz_is_refused_by_other_backbones(tmp_path) -> None:
     path.write_bytes(b"")
     with pytest.raises(UserInputError, match="ViT-B_16.npz: a Google ViT .npz loads only into r50_vit_b16"):
         create_backbone("resnet18", pretrained=path)
-    with pytest.raises(UserInputError, match="absent.npz: file not found"):
+    with pytest.raises(UserInputError, match="absent.npz: pretrained weights not found"):
         create_backbone("r50_vit_b16", pretrained=tmp_path / "absent.npz", **SMALL)

@@ -62,7 +62,7 @@ def test_timm_checkpoint_gives_timm_outputs(name, timm_name, timm_kwargs, size, 
     reference = timm.create_model(timm_name, pretrained=False, **timm_kwargs).eval()  # with its classifier
     path = tmp_path / f"timm{suffix}"
     save(reference.state_dict(), path)
-    with caplog.at_level(logging.WARNING, logger="densevit.backbones.weights"):
+    with caplog.at_level(logging.WARNING, logger="densevit.weights"):
         backbone = create_backbone(name, pretrained=path).eval()
     assert caplog.records == []  # every tensor matched; the classifier is dropped silently
     images = image_batch(1, *size)
@@ -77,7 +77,7 @@ def test_timm_hybrid_checkpoint_drops_the_class_token(tmp_path, caplog) -> None:
     path = tmp_path / "hybrid.pth"
     torch.save({"state_dict": reference.state_dict()}, path)
     backbone = copy.deepcopy(shared_backbone("r50_vit_b16_timm"))  # building one anew costs seconds
-    with caplog.at_level(logging.WARNING, logger="densevit.backbones.weights"):
+    with caplog.at_level(logging.WARNING, logger="densevit.weights"):
         load_pretrained(backbone, path)
     torch.testing.assert_close(backbone.body.pos_embed, reference.pos_embed[:, 1:], rtol=0, atol=0)
     torch.testing.assert_close(backbone.body.blocks[0].mlp.fc2.weight, reference.blocks[0].mlp.fc2.weight)
@@ -108,7 +108,7 @@ def test_partial_file_warns_with_the_missing_and_unexpected_keys(tmp_path, caplo
     state["body.extra.weight"] = torch.zeros(1)
     path = tmp_path / "partial.pth"
     torch.save(state, path)
-    with caplog.at_level(logging.WARNING, logger="densevit.backbones.weights"):
+    with caplog.at_level(logging.WARNING, logger="densevit.weights"):
         create_backbone("resnet18", pretrained=path)
     (record,) = caplog.records
     message = record.getMessage()
@@ -117,15 +117,15 @@ def test_partial_file_warns_with_the_missing_and_unexpected_keys(tmp_path, caplo
 
 def test_missing_file_names_the_path(tmp_path) -> None:
     path = tmp_path / "absent.pth"
-    with pytest.raises(UserInputError, match="absent.pth: file not found"):
+    with pytest.raises(UserInputError, match="absent.pth: pretrained weights not found"):
         create_backbone("resnet18", pretrained=path)
 
 
 @pytest.mark.parametrize(
     ("filename", "content", "message"),
     [
-        ("garbage.pth", b"this is not a checkpoint", "cannot read it as a state dict"),
-        ("garbage.safetensors", b"\x00\x01\x02", "cannot read it as a state dict"),
+        ("garbage.pth", b"this is not a checkpoint", "cannot read pretrained weights"),
+        ("garbage.safetensors", b"\x00\x01\x02", "cannot read pretrained weights"),
     ],
 )
 def test_unreadable_file_names_the_path(filename, content, message, tmp_path) -> None:

@@ -173,6 +173,6 @@ CONFIG = Path(__file__).with_name("toy.yaml")
 
 def toy_config(*overrides: str) -> Any:
     """The toy experiment, with ``--set``-style overrides."""
-    from densevit.engine.build import load_experiment
+    from densevit.config import load_config
 
-    return load_experiment(CONFIG, overrides)
+    return load_config(CONFIG, overrides)

@@ -6,10 +6,11 @@ import pytest
 import torch
 
 from densevit.convert import load_converters
-from densevit.convert.transunet import load_vit_npz, reference_to_densevit
+from densevit.convert.transunet import reference_to_densevit
 from densevit.engine.build import build_from_checkpoint
 from densevit.errors import UserInputError
 from densevit.models import create_model
+from densevit.weights import load_pretrained_model
 
 from reference_transunet import VisionTransformer
 
@@ -90,7 +91,7 @@ def _google_npz(hidden: int, mlp: int, layers: int, heads: int, grid: int, width
     return w
 
 
-@pytest.mark.parametrize("route", ["load_vit_npz", "backbone_pretrained"])
+@pytest.mark.parametrize("route", ["model_pretrained", "backbone_pretrained"])
 def test_google_npz_loads_as_the_reference_loads_it(tmp_path, route):
     """A Google ``.npz`` gives the reference's outputs, loaded directly or through the backbone registry."""
     weights = _google_npz(hidden=128, mlp=256, layers=2, heads=2, grid=4, width=32, units=(1, 2, 1))
@@ -104,8 +105,8 @@ def test_google_npz_loads_as_the_reference_loads_it(tmp_path, route):
         "transunet_r50_vitb16", num_classes=3, img_size=[64, 64], hidden=128, depth=2, num_heads=2, mlp_dim=256,
         resnet_layers=[1, 2, 1], resnet_width=32, decoder_channels=[64, 32, 16, 16], **extra,
     ).eval()
-    if route == "load_vit_npz":
-        assert load_vit_npz(model.encoder, path) == []
+    if route == "model_pretrained":
+        assert load_pretrained_model(model, path) is None  # went to the encoder
     # decoder and head are not in the .npz: give ours the reference's so that whole outputs compare
     decoder = {k: v for k, v in reference_to_densevit(reference.state_dict()).items() if not k.startswith("encoder.")}
     model.load_state_dict(decoder, strict=False)
@@ -121,12 +122,12 @@ def test_npz_grid_is_resized_and_mismatches_are_named(tmp_path):
     np.savez(path, **weights)
     model = create_model("transunet_r50_vitb16", num_classes=2, img_size=[64, 96], hidden=64, depth=1, num_heads=1,
                          mlp_dim=64, resnet_layers=[1, 1, 1], resnet_width=32)
-    load_vit_npz(model.encoder, path)
+    model.encoder.load_weights_file(path)
     assert model.encoder.pos_embed.shape == (1, 4 * 6, 64)
     wrong = create_model("transunet_r50_vitb16", num_classes=2, img_size=[64, 64], hidden=64, depth=1, num_heads=1,
                          mlp_dim=128, resnet_layers=[1, 1, 1], resnet_width=32)
-    with pytest.raises(UserInputError, match=r"mlp\.fc1\.weight.*shape"):
-        load_vit_npz(wrong.encoder, path)
+    with pytest.raises(UserInputError, match=r"wrong shape.*mlp\.fc1\.weight"):
+        wrong.encoder.load_weights_file(path)
 
 
 def test_foreign_checkpoint_is_refused(tmp_path):
