@@ -135,6 +135,10 @@ class DETR(nn.Module):
                 if head is not None:
                     nn.init.constant_(head.bias, -math.log((1 - prior_prob) / prior_prob))
 
+    def no_weight_decay(self) -> set[str]:
+        """Learned query positions and reference points: positions, kept out of weight decay."""
+        return {name for name, _ in self.named_parameters() if name in ("query_embed.weight", "reference_points.weight")}
+
     def forward(self, samples: PaddedImages | tuple[Tensor, Tensor] | Tensor) -> dict[str, Any]:
         """``samples``: ``(images [B,3,H,W], mask [B,H,W])`` or a tensor of unpadded images."""
         if isinstance(samples, Tensor):

@@ -10,20 +10,6 @@ from torch import nn
 from densevit.config import OptimConfig, ScheduleConfig
 from densevit.errors import ConfigError
 
-BACKBONE_PREFIX = "backbone."
-# Parameters that are positions or tokens rather than weights: decaying them towards zero
-# only erases what they encode (the DETR, ViT and Swin recipes all exempt them).
-NO_DECAY_KEYWORDS = (
-    "pos_embed",
-    "absolute_pos_embed",
-    "relative_position_bias_table",
-    "cls_token",
-    "dist_token",
-    "mask_token",
-    "query_embed",
-    "level_embed",
-)
-
 
 def no_weight_decay_names(model: nn.Module) -> set[str]:
     """Full parameter names that modules list in their own ``no_weight_decay()`` (timm convention)."""
@@ -36,27 +22,32 @@ def no_weight_decay_names(model: nn.Module) -> set[str]:
 
 
 def build_param_groups(model: nn.Module, cfg: OptimConfig) -> list[dict[str, Any]]:
-    """Split trainable parameters by (backbone or not) x (decayed or not).
+    """Split trainable parameters by (backbone or not) x (decayed or not), as the model declares them.
 
-    Backbone parameters (names starting with ``backbone.``) get ``lr * backbone_lr_mult``.
-    With ``no_weight_decay_on_norm_bias_pos``, 1-D parameters (biases, norm scales), position
-    embeddings and tokens (see ``NO_DECAY_KEYWORDS``) and the names of any module's
-    ``no_weight_decay()`` get weight decay 0. Empty groups are left out; each group carries a
-    ``name`` for the logs.
+    The model names its backbone with ``backbone_prefixes`` (key prefixes, e.g. ``("backbone.",)``);
+    those parameters get ``lr * backbone_lr_mult``. With ``no_weight_decay_on_norm_bias_pos``,
+    1-D parameters (biases, norm scales) and the names any module lists in its
+    ``no_weight_decay()`` (position embeddings, tokens, query embeddings) get weight decay 0.
+    A ``backbone_lr_mult`` other than 1 that matches no trainable parameter is an error. Empty
+    groups are left out; each group carries a ``name`` for the logs.
     """
-    exempt = no_weight_decay_names(model)
+    exempt = no_weight_decay_names(model) if cfg.no_weight_decay_on_norm_bias_pos else set()
+    backbone_prefixes = tuple(getattr(model, "backbone_prefixes", ()))
     groups: dict[tuple[bool, bool], list[nn.Parameter]] = {}
     for name, param in model.named_parameters():
         if not param.requires_grad:
             continue
-        backbone = name.startswith(BACKBONE_PREFIX)
-        decay = not (
-            cfg.no_weight_decay_on_norm_bias_pos
-            and (param.ndim <= 1 or name in exempt or any(k in name for k in NO_DECAY_KEYWORDS))
-        )
+        backbone = bool(backbone_prefixes) and name.startswith(backbone_prefixes)
+        decay = not (cfg.no_weight_decay_on_norm_bias_pos and (param.ndim <= 1 or name in exempt))
         groups.setdefault((backbone, decay), []).append(param)
+    if cfg.backbone_lr_mult != 1.0 and not any(backbone for backbone, _ in groups):
+        declared = ", ".join(backbone_prefixes) or "none"
+        raise ConfigError(
+            f"optim.backbone_lr_mult: {cfg.backbone_lr_mult} matches no trainable parameter of "
+            f"{type(model).__name__} (its backbone_prefixes: {declared}); remove it or train the backbone"
+        )
     out = []
-    for (backbone, decay), params in sorted(groups.items()):
+    for (backbone, decay), params in sorted(groups.items(), key=lambda item: (not item[0][0], not item[0][1])):
         out.append(
             {
                 "name": f"{'backbone' if backbone else 'head'}{'' if decay else '_no_decay'}",

@@ -93,6 +93,8 @@ class Block(nn.Module):
 
 
 class Tiny(nn.Module):
+    backbone_prefixes = ("backbone.",)
+
     def __init__(self) -> None:
         super().__init__()
         self.backbone = nn.Sequential(nn.Conv2d(3, 4, 3), nn.BatchNorm2d(4))
@@ -102,6 +104,9 @@ class Tiny(nn.Module):
         self.head = nn.Linear(4, 2)
         self.frozen = nn.Linear(4, 4)
         self.frozen.requires_grad_(False)
+
+    def no_weight_decay(self) -> set[str]:
+        return {"backbone.pos_embed", "query_embed.weight"}
 
 
 EXPECTED = {  # name: (backbone?, decayed?)
@@ -132,6 +137,35 @@ def test_param_groups():
             placed[names[id(param)]] = (group["lr"], group["weight_decay"])
     expected = {n: (0.01 * 0.1 if bb else 0.01, 0.05 if decay else 0.0) for n, (bb, decay) in EXPECTED.items()}
     assert placed == expected  # frozen parameters are left out
+
+
+def test_backbone_lr_mult_that_matches_nothing_is_an_error():
+    class NoBackbone(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.head = nn.Linear(4, 2)
+
+    with pytest.raises(ConfigError, match=r"optim.backbone_lr_mult: 0.1 matches no trainable parameter of NoBackbone"):
+        build_param_groups(NoBackbone(), OptimConfig(backbone_lr_mult=0.1))
+    frozen = Tiny()
+    frozen.backbone.requires_grad_(False)
+    with pytest.raises(ConfigError, match="backbone_prefixes: backbone."):
+        build_param_groups(frozen, OptimConfig(backbone_lr_mult=0.1))
+    assert build_param_groups(NoBackbone(), OptimConfig())  # the default multiplier needs no backbone
+
+
+@pytest.mark.parametrize(("model_name", "kwargs", "prefix"), [
+    ("transunet_vit_t16", {"head_channels": 16, "decoder_channels": [16, 8, 8, 8]}, "encoder."),
+    ("detr_tiny", {}, "backbone."),
+])
+def test_every_head_declares_its_backbone(model_name, kwargs, prefix):
+    from densevit.models import create_model
+
+    model = create_model(model_name, num_classes=3, **kwargs)
+    groups = build_param_groups(model, OptimConfig(lr=1.0, backbone_lr_mult=0.1))
+    names = {id(p): n for n, p in model.named_parameters()}
+    slow = {names[id(p)] for g in groups if g["lr"] == pytest.approx(0.1) for p in g["params"]}
+    assert slow == {n for n, p in model.named_parameters() if p.requires_grad and n.startswith(prefix)} != set()
 
 
 def test_param_groups_without_the_exemption_decay_everything():

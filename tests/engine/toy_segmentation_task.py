@@ -70,12 +70,17 @@ class ToyDataset(Dataset):
 class ToyNet(nn.Module):
     """conv3x3 + GroupNorm (per sample, so DDP and one process agree) + dropout + conv1x1."""
 
+    backbone_prefixes = ("backbone.",)
+
     def __init__(self, num_classes: int, width: int = 8, dropout: float = 0.1) -> None:
         super().__init__()
         self.backbone = nn.Sequential(nn.Conv2d(3, width, 3, padding=1), nn.GroupNorm(2, width), nn.ReLU())
         self.pos_embed = nn.Parameter(torch.zeros(1, width, 1, 1))
         self.dropout = nn.Dropout2d(dropout)
         self.head = nn.Conv2d(width, num_classes, 1)
+
+    def no_weight_decay(self) -> set[str]:
+        return {"pos_embed"}
 
     def forward(self, images: torch.Tensor) -> dict[str, torch.Tensor]:
         """images [B,3,H,W] -> {"logits": [B,K,H,W]}."""
