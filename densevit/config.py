@@ -317,6 +317,12 @@ def build_config(data: dict[str, Any], where: str = "<config>") -> ExperimentCon
         task_cls = TASKS.get(task_name)
     except UnknownNameError as err:
         raise ConfigError(f"{where}: task: {err}") from None
+    # A task may bring configs written for an earlier schema up to date (renamed keys, a task
+    # name that now stands for two tasks); typing then checks the result as usual.
+    upgraded = task_cls.upgrade_config(data, where)
+    if upgraded.get("task") != task_name:
+        return build_config(upgraded, where)
+    data = dict(upgraded)
     sections = {"data": task_cls.data_config, "loss": task_cls.loss_config}
     typed = {name: from_dict(cls, data.pop(name, None) or {}, where, name) for name, cls in sections.items()}
     cfg = from_dict(ExperimentConfig, data, where)

@@ -153,7 +153,7 @@ def test_semantic_bad_inputs(capsys, tmp_path):
     assert str(pred_dir / "a.png") in line and "prediction has labels 7 outside 0..2" in line
     Image.fromarray(np.zeros((4, 5, 3), dtype=np.uint8)).save(pred_dir / "a.png")
     assert main(args) == 2
-    assert "expected a single-channel label PNG, got mode RGB" in error_line(capsys)
+    assert "expected a single-channel label map, got a RGB picture" in error_line(capsys)
     write_png(pred_dir / "a.png", np.zeros((4, 5)))
     names = tmp_path / "names.txt"
     names.write_text("road\ncar\n")
@@ -191,8 +191,8 @@ def test_medical_reads_spacing_from_the_header(capsys, tmp_path):
     assert row["dice"] == pytest.approx(2 * 100 / 203)
     # Brute force in mm over the 3 stray surface voxels: the directed 95th percentile of the
     # prediction's surface distances (3 of them are 4 mm, the rest 0).
-    from scipy.spatial.distance import cdist
     from scipy import ndimage
+    from scipy.spatial.distance import cdist
 
     def surf(m):
         return np.argwhere(m & ~ndimage.binary_erosion(m)) * np.array([2.0, 1.0, 1.0])

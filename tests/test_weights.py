@@ -9,7 +9,12 @@ from torch import nn
 
 from densevit.errors import UserInputError
 from densevit.models import create_model
-from densevit.weights import load_pretrained_model, load_state, read_weights, state_dict_of
+from densevit.weights import (
+    load_pretrained_model,
+    load_state,
+    read_weights,
+    state_dict_of,
+)
 
 
 class TwoLayers(nn.Module):

@@ -20,7 +20,6 @@ import torch
 from torch import nn
 
 
-
 class Backbone(nn.Module):
     """Base class: subclasses set ``body``, ``channels`` and ``strides`` and implement ``forward``.
 

@@ -16,18 +16,19 @@ import argparse
 import resource
 import tempfile
 import time
-from importlib import resources
 from pathlib import Path
 from typing import Any
 
 import torch
+
+from densevit.demos import demo_config_path
 
 BASELINE = "fp32"
 
 
 def default_config() -> Path:
     """The segmentation demo's config (a reduced TransUNet on generated CT phantoms)."""
-    return Path(str(resources.files("densevit.segmentation") / "demo.yaml"))
+    return demo_config_path("segment")
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:

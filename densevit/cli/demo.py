@@ -11,8 +11,8 @@ import time
 from pathlib import Path
 
 _DEMOS = {
-    "detect": "densevit.detection.demo",
-    "segment": "densevit.segmentation.demo",
+    "detect": "densevit.demos.detect",
+    "segment": "densevit.demos.segment",
 }
 
 

@@ -2,9 +2,8 @@
 from __future__ import annotations
 
 import argparse
+import json
 from pathlib import Path
-
-from densevit.errors import UserInputError
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -12,31 +11,35 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "predict",
         help="run a trained checkpoint over images, folders or volumes",
         description="Rebuild the model that CHECKPOINT was trained as (its config is stored in it) "
-        "and write its predictions for each INPUT to --out; the task decides the formats.",
+        "and write its predictions for each INPUT to --out; the task decides the formats. "
+        "Unless told otherwise, inference runs as the config's validation did (mode, overlap, chunk).",
     )
     parser.add_argument("inputs", nargs="+", type=Path, metavar="INPUT", help="files or folders")
     parser.add_argument("--checkpoint", type=Path, required=True, help="a .pth written by densevit train")
     parser.add_argument("--out", type=Path, required=True, help="output folder")
     parser.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N")
+    parser.add_argument("--precision", default="fp32", help="fp32 | bf16 | fp16 | auto (default fp32)")
     parser.add_argument("--score-threshold", type=float, default=0.5,
-                        help="detection: keep boxes scoring at least this (default 0.5)")
-    parser.add_argument("--overlap", type=float, default=0.5,
-                        help="sliding-window overlap between tiles, in [0, 1) (default 0.5)")
-    parser.add_argument("--batch-size", type=int, default=1, help="images or tiles per forward pass")
+                        help="detection: draw boxes scoring at least this (default 0.5); results.json "
+                        "keeps every detection, as COCO scoring needs")
+    parser.add_argument("--mode", choices=("whole", "slide"),
+                        help="segmentation of pictures: whole images or sliding windows (default: data.eval_mode)")
+    parser.add_argument("--overlap", type=float,
+                        help="sliding-window overlap between tiles, in [0, 1) (default: data.eval_overlap)")
+    parser.add_argument("--batch-size", type=int,
+                        help="images, tiles or slices per forward pass (default: the task's own)")
+    parser.add_argument("--no-pictures", dest="pictures", action="store_false",
+                        help="write only the result files, no overlays or drawn boxes")
     parser.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
-    from densevit.engine.build import build_from_checkpoint
+    from densevit.inference import PredictOptions, Predictor
 
-    missing = [str(p) for p in args.inputs if not p.exists()]
-    if missing:
-        raise UserInputError(f"INPUT: not found: {', '.join(missing)}")
-    if not 0.0 <= args.overlap < 1.0:
-        raise UserInputError(f"--overlap: expected a value in [0, 1), got {args.overlap}")
-    if args.batch_size < 1:
-        raise UserInputError(f"--batch-size: expected a positive integer, got {args.batch_size}")
-    task, model = build_from_checkpoint(args.checkpoint, device=args.device)
-    task.predict(model, list(args.inputs), args.out, args)
-    print(f"wrote predictions for {len(args.inputs)} input(s) to {args.out}")
+    options = PredictOptions(score_threshold=args.score_threshold, batch_size=args.batch_size, mode=args.mode,
+                             overlap=args.overlap, device=args.device, precision=args.precision,
+                             pictures=args.pictures)
+    summary = Predictor.from_checkpoint(args.checkpoint, options).predict(args.inputs, args.out)
+    counts = {k: v for k, v in summary.items() if isinstance(v, int)}
+    print(f"wrote predictions to {args.out}: {json.dumps(counts)}")
     return 0

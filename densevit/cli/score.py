@@ -15,7 +15,8 @@ from typing import Any, Callable
 
 import numpy as np
 
-from densevit.data.volumes import NIFTI_SUFFIXES
+from densevit.data.images import read_label_map
+from densevit.data.volumes import NIFTI_SUFFIXES, read_nifti
 from densevit.errors import UserInputError
 from densevit.evaluation import coco, medical, semantic
 from densevit.io import write_json_atomic
@@ -119,18 +120,6 @@ def _pairs(gt_dir: Path, pred_dir: Path, suffixes: tuple[str, ...]) -> list[tupl
     return [(name, gt[name], pred[name]) for name in sorted(gt)]
 
 
-def _read_label_png(path: Path) -> np.ndarray:
-    from PIL import Image
-
-    try:
-        with Image.open(path) as image:
-            if image.mode not in ("1", "L", "P", "I", "I;16"):
-                raise UserInputError(f"{path}: expected a single-channel label PNG, got mode {image.mode}")
-            return np.array(image)
-    except (OSError, SyntaxError) as err:
-        raise UserInputError(f"{path}: cannot read the PNG ({err})") from None
-
-
 def _with_files(action: Callable[[], Any], *paths: Path) -> Any:
     """Run ``action``; a ``UserInputError`` from it is reported with the files it concerns."""
     try:
@@ -146,7 +135,7 @@ def _score_semantic(args: argparse.Namespace) -> tuple[dict, str]:
     evaluator = semantic.SemanticEvaluator(args.num_classes, ignore_index=args.ignore_index,
                                            reduce_zero_label=args.reduce_zero_label, class_names=names)
     for _, gt_path, pred_path in _pairs(args.gt_dir, args.pred_dir, (".png",)):
-        gt, pred = _read_label_png(gt_path), _read_label_png(pred_path)
+        gt, pred = read_label_map(gt_path), read_label_map(pred_path)
         if gt.shape != pred.shape:
             raise UserInputError(f"{pred_path}: size {pred.shape[::-1]} does not match {gt_path} "
                                  f"{gt.shape[::-1]} (width, height)")
@@ -156,15 +145,7 @@ def _score_semantic(args: argparse.Namespace) -> tuple[dict, str]:
 
 
 def _read_nifti(path: Path) -> tuple[np.ndarray, tuple[float, ...]]:
-    import nibabel as nib
-
-    try:
-        image = nib.load(str(path))
-        data = np.asanyarray(image.dataobj)
-    except Exception as err:  # nibabel raises many types for unreadable files
-        raise UserInputError(f"{path}: cannot read the NIfTI file ({err})") from None
-    while data.ndim > 3 and data.shape[-1] == 1:  # (x, y, z, 1) label files
-        data = data[..., 0]
+    data, image = read_nifti(path)
     return data, tuple(float(z) for z in image.header.get_zooms()[:data.ndim])
 
 

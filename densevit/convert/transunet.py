@@ -143,7 +143,7 @@ def convert_transunet(src: Path, dst: Path) -> str:
     num_classes = model_cfg["num_classes"]
     size = model_cfg["kwargs"]["img_size"]
     config = {
-        "task": "segmentation",
+        "task": "volume_segmentation",
         "name": f"converted_{src.stem}",
         "model": model_cfg,
         "data": {"kind": "nifti", "normalisation": "ct", "crop_size": size, "augment": "medical"},

@@ -24,13 +24,13 @@ from typing import Any, Callable, Literal
 import albumentations as A
 import numpy as np
 import torch
-from PIL import Image, ImageOps
 from pycocotools.coco import COCO
 from torch import Tensor
 from torch.utils.data import Dataset
 from torchvision.ops import box_convert
 
 from densevit.data.det_transforms import apply
+from densevit.data.images import read_rgb
 from densevit.errors import UserInputError
 
 BadAnnotationPolicy = Literal["drop", "error"]
@@ -172,24 +172,3 @@ class CocoDetection(Dataset):
             "size": torch.tensor([height, width], dtype=torch.int64),
         }
         return torch.from_numpy(np.ascontiguousarray(image.transpose(2, 0, 1))), target
-
-
-def read_rgb(path: Path, expected_hw: tuple[int, int] | None = None) -> np.ndarray:
-    """Read any PIL image (grayscale, palette, RGBA, 16-bit) as HWC uint8 RGB.
-
-    The EXIF orientation is applied, unless ``expected_hw`` (the size the annotations were
-    made on) matches the stored pixels and not the rotated ones.
-    """
-    try:
-        with Image.open(path) as raw:
-            raw.load()
-            image = ImageOps.exif_transpose(raw)
-            if expected_hw is not None and (image.height, image.width) != expected_hw:
-                if (raw.height, raw.width) != expected_hw:
-                    raise UserInputError(
-                        f"{path}: image is {raw.width}x{raw.height} but its annotations say "
-                        f"{expected_hw[1]}x{expected_hw[0]} (width x height)")
-                image = raw
-            return np.array(image.convert("RGB"))
-    except OSError as err:
-        raise UserInputError(f"{path}: cannot read image: {err}") from None

@@ -13,9 +13,8 @@ from typing import Any, Sequence
 import albumentations as A
 import numpy as np
 from albumentations.augmentations.crops.transforms import BaseCrop
+from timm.data import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD
 
-IMAGENET_MEAN = (0.485, 0.456, 0.406)
-IMAGENET_STD = (0.229, 0.224, 0.225)
 DETR_SCALES = tuple(range(480, 801, 32))
 
 
@@ -54,7 +53,7 @@ class RandomSizeCrop(BaseCrop):
 
 
 def _compose(transforms: list[A.BasicTransform]) -> A.Compose:
-    transforms = [*transforms, A.Normalize(mean=IMAGENET_MEAN, std=IMAGENET_STD)]
+    transforms = [*transforms, A.Normalize(mean=IMAGENET_DEFAULT_MEAN, std=IMAGENET_DEFAULT_STD)]
     bbox_params = A.BboxParams(format="pascal_voc", label_fields=["labels"], clip=True, min_area=1.0)
     return A.Compose(transforms, bbox_params=bbox_params)
 

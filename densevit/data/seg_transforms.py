@@ -5,17 +5,13 @@ bring in from outside the image get the ignore index (street) or background (med
 """
 from __future__ import annotations
 
-from typing import Literal, Sequence
+from typing import Sequence
 
 import albumentations as A
 import cv2
 import numpy as np
 import torch
-
-IMAGENET_MEAN = (0.485, 0.456, 0.406)
-IMAGENET_STD = (0.229, 0.224, 0.225)
-
-Preset = Literal["medical", "street", "none"]
+from timm.data import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD
 
 
 class SegTransform:
@@ -64,7 +60,7 @@ def street_train(crop: Sequence[int], ignore_index: int = 255, scale: tuple[floa
                 A.RandomCrop(*crop),
                 A.HorizontalFlip(p=0.5),
                 A.ColorJitter(brightness=0.3, contrast=0.3, saturation=0.3, hue=0.0, p=0.5),
-                A.Normalize(mean=IMAGENET_MEAN, std=IMAGENET_STD),
+                A.Normalize(mean=IMAGENET_DEFAULT_MEAN, std=IMAGENET_DEFAULT_STD),
             ]
         )
     )
@@ -72,4 +68,4 @@ def street_train(crop: Sequence[int], ignore_index: int = 255, scale: tuple[floa
 
 def street_eval() -> SegTransform:
     """ImageNet normalisation only (evaluation at full resolution)."""
-    return SegTransform(A.Compose([A.Normalize(mean=IMAGENET_MEAN, std=IMAGENET_STD)]))
+    return SegTransform(A.Compose([A.Normalize(mean=IMAGENET_DEFAULT_MEAN, std=IMAGENET_DEFAULT_STD)]))

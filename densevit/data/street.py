@@ -15,10 +15,10 @@ from typing import Callable
 
 import numpy as np
 import torch
-from PIL import Image
 from torch.utils.data import Dataset
 
 from densevit.data import IMAGE_SUFFIXES
+from densevit.data.images import read_label_map, read_rgb
 from densevit.errors import UserInputError
 
 
@@ -116,10 +116,8 @@ class StreetDataset(Dataset):
 
     def __getitem__(self, i: int) -> dict[str, object]:
         image_path, label_path = self.pairs[i]
-        image = np.asarray(Image.open(image_path).convert("RGB"))
-        label = np.asarray(Image.open(label_path))
-        if label.ndim != 2:
-            raise UserInputError(f"{label_path}: expected a single-channel label PNG, got shape {label.shape}")
+        image = read_rgb(image_path)
+        label = read_label_map(label_path)
         if label.shape != image.shape[:2]:
             raise UserInputError(
                 f"{label_path}: label size {label.shape} differs from image {image_path} size {image.shape[:2]}"

@@ -23,6 +23,7 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
+from densevit.data.labels import integer_labels
 from densevit.errors import UserInputError
 
 NIFTI_SUFFIXES = (".nii.gz", ".nii")
@@ -89,13 +90,22 @@ def _nifti_in(folder: Path, stem: str) -> Path | None:
     return None
 
 
+def read_nifti(path: str | Path) -> tuple[np.ndarray, nib.Nifti1Image]:
+    """The voxels of a NIfTI file (trailing length-1 axes dropped: ``(x, y, z, 1)`` label files)
+    and the image object (affine, header); a file nibabel cannot read is one error naming it."""
+    try:
+        image = nib.load(str(path))
+        data = np.asanyarray(image.dataobj)
+    except Exception as err:  # noqa: BLE001 - nibabel, gzip and zlib raise many types for bad files
+        raise UserInputError(f"{path}: cannot read the NIfTI file ({type(err).__name__}: {err})") from None
+    while data.ndim > 3 and data.shape[-1] == 1:
+        data = data[..., 0]
+    return data, image
+
+
 def read_label(path: Path) -> np.ndarray:
     """Integer label volume; float files must hold whole numbers (they are cast to int64)."""
-    data = np.asarray(nib.load(str(path)).dataobj)
-    if np.issubdtype(data.dtype, np.floating):
-        if not np.all(np.isfinite(data)) or not np.array_equal(data, np.round(data)):
-            raise UserInputError(f"{path}: label volume holds non-integer values; expected class indices")
-    return data.astype(np.int64)
+    return integer_labels(read_nifti(path)[0], str(path)).astype(np.int64)
 
 
 def find_nifti_cases(root: Path, modalities: Sequence[str] = (), label_name: str = "") -> list[tuple[str, list[Path], Path | None]]:
@@ -149,9 +159,10 @@ def load_case(
 ) -> VolumeCase:
     """Read and preprocess one case; image and label shapes must agree (the error names both files)."""
     channels = []
-    first = nib.load(str(image_paths[0]))
+    headers = []
     for path in image_paths:
-        data = np.asarray(nib.load(str(path)).dataobj)
+        data, nifti = read_nifti(path)
+        headers.append(nifti)
         stack = [data[..., i] for i in range(data.shape[-1])] if data.ndim == 4 else [data]
         for volume in stack:
             if volume.ndim != 3:
@@ -170,6 +181,7 @@ def load_case(
                 f"label {label_path} has shape {label.shape} but image {image_paths[0]} has shape "
                 f"{image.shape[1:]}; image and label must cover the same voxels"
             )
+    first = headers[0]
     spacing = tuple(float(s) for s in first.header.get_zooms()[:3])
     return VolumeCase(case_id, image, label, first.affine, spacing, tuple(image_paths), label_path)
 

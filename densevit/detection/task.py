@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import warnings
-from argparse import Namespace
 from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
@@ -38,7 +37,7 @@ class DetectionDataConfig:
     crop_size: tuple[int, int] = (384, 600)
     hflip: float = 0.5
     val_size: int = 800
-    size_divisibility: int = 1  # pad batches to a multiple (ViT needs 16, Swin 32)
+    size_divisor: int = 1  # pad batches to a multiple (ViT needs 16, Swin 32)
     max_detections: int = 100
     # Used when the annotation files are not at hand (e.g. predicting on another machine).
     class_names: list[str] = field(default_factory=list)
@@ -104,6 +103,17 @@ class DetectionTask(Task):
     name = "detection"
     data_config = DetectionDataConfig
     loss_config = DetectionLossConfig
+
+    @classmethod
+    def upgrade_config(cls, data: dict[str, Any], where: str) -> dict[str, Any]:
+        """``data.size_divisibility`` (before 0.2) is now ``data.size_divisor``, as in segmentation."""
+        section = data.get("data")
+        if isinstance(section, dict) and "size_divisibility" in section:
+            section = dict(section)
+            section.setdefault("size_divisor", section.pop("size_divisibility"))
+            section.pop("size_divisibility", None)
+            return {**data, "data": section}
+        return data
 
     # ------------------------------------------------------------------ classes
 
@@ -185,7 +195,7 @@ class DetectionTask(Task):
         return val_transforms(self.cfg.data.val_size, self.cfg.data.max_size)
 
     def collate(self, samples: list[Any]) -> tuple[Any, Any]:
-        return collate_detection(samples, self.cfg.data.size_divisibility)
+        return collate_detection(samples, self.cfg.data.size_divisor)
 
     def build_postprocessor(self) -> Callable[[Any, Any], Any]:
         postprocess = PostProcess(self.cfg.loss.classification, self.cfg.data.max_detections)
@@ -200,8 +210,3 @@ class DetectionTask(Task):
         if not self.cfg.data.val_annotations:
             raise ConfigError("data.val_annotations: required for evaluation")
         return DetectionEvaluator(self.cfg.data.val_annotations, self.categories[0])
-
-    def predict(self, model: nn.Module, inputs: list[Path], out_dir: Path, options: Namespace) -> None:
-        from densevit.detection.predict import predict_images
-
-        predict_images(self, model, inputs, out_dir, options)

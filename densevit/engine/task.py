@@ -8,8 +8,6 @@ config sections.
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from argparse import Namespace
-from pathlib import Path
 from typing import Any, Callable, ClassVar, Protocol
 
 import torch
@@ -51,6 +49,7 @@ class Task(ABC):
 
     def __init__(self, cfg: Any) -> None:
         self.cfg = cfg
+        self._postprocess: Callable[[Any, Any], Any] | None = None
 
     @abstractmethod
     def build_model(self) -> nn.Module:
@@ -69,29 +68,30 @@ class Task(ABC):
         """Batch a list of dataset samples into ``(images, targets)``."""
 
     @abstractmethod
-    def build_postprocessor(self) -> Callable[[Any, Any], Any]:
-        """``postprocess(outputs, targets)`` -> predictions in the evaluator's format."""
-
-    @abstractmethod
     def build_evaluator(self) -> Evaluator:
         """A fresh evaluator for the validation set."""
 
-    @abstractmethod
-    def predict(self, model: nn.Module, inputs: list[Path], out_dir: Path, options: Namespace) -> None:
-        """Run ``model`` (in eval mode, on its device) over input files and write results to ``out_dir``.
+    def build_postprocessor(self) -> Callable[[Any, Any], Any]:
+        """``postprocess(outputs, targets)`` -> predictions in the evaluator's format (used by the
+        default :meth:`eval_step`; a task that overrides ``eval_step`` need not define it)."""
+        raise NotImplementedError(f"{type(self).__name__} defines neither build_postprocessor nor eval_step")
 
-        ``options`` holds the ``densevit predict`` flags (``score_threshold``, ``overlap``,
-        ``batch_size``, ``device``...).
-        """
-
-    def eval_step(self, model: nn.Module, images: Any, targets: Any, postprocess: Callable[[Any, Any], Any]) -> Any:
+    def eval_step(self, model: nn.Module, images: Any, targets: Any) -> Any:
         """Predictions for one validation batch, in the evaluator's format.
 
         The default is ``postprocess(model(images), targets)``; a task overrides it when
         inference differs from a plain forward pass (sliding windows, whole volumes as slices).
         The trainer calls it under ``torch.no_grad()`` and autocast, with ``model`` in eval mode.
         """
-        return postprocess(model(images), targets)
+        if self._postprocess is None:
+            self._postprocess = self.build_postprocessor()
+        return self._postprocess(model(images), targets)
+
+    @classmethod
+    def upgrade_config(cls, data: dict[str, Any], where: str) -> dict[str, Any]:
+        """A raw config mapping written for an earlier schema of this task, brought up to date
+        (renamed keys); the default changes nothing. ``where`` names the source in errors."""
+        return data
 
     def to_device(self, batch: tuple[Any, Any], device: torch.device) -> tuple[Any, Any]:
         """Move a batch to ``device`` (tensors, and tensors inside lists and dicts)."""

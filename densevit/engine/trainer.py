@@ -31,12 +31,17 @@ from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader, Dataset
 from tqdm import tqdm
 
-from densevit.config import ExperimentConfig
 from densevit import distributed as dist
+from densevit.config import ExperimentConfig
 from densevit.engine.build import build_model, build_task, load_model_weights
-from densevit.engine.checkpoint import BEST, LAST, find_resume_checkpoint, load_checkpoint, save_checkpoint
+from densevit.engine.checkpoint import (
+    BEST,
+    LAST,
+    find_resume_checkpoint,
+    load_checkpoint,
+    save_checkpoint,
+)
 from densevit.engine.logs import RunLogger
-from densevit.io import json_safe, write_json_atomic, write_text_atomic
 from densevit.engine.optim import build_optimizer, build_scheduler
 from densevit.engine.runtime import (
     autocast,
@@ -52,6 +57,7 @@ from densevit.engine.runtime import (
 from densevit.engine.sampler import ResumableDistributedSampler, ShardSampler
 from densevit.engine.task import Task
 from densevit.errors import ConfigError, UserInputError
+from densevit.io import json_safe, write_json_atomic, write_text_atomic
 
 CONFIG_FILE = "config.yaml"
 FINAL_METRICS_FILE = "metrics.json"
@@ -538,7 +544,6 @@ def evaluate_model(
     loader = make_loader(dataset, sampler, batch_size, False)
     evaluator = task.build_evaluator()
     evaluator.reset()
-    postprocess = task.build_postprocessor()
     was_training = model.training
     model.eval()
     with torch.no_grad():
@@ -547,7 +552,7 @@ def evaluate_model(
             if use_channels_last:
                 images = channels_last(images)
             with autocast(precision, device):
-                predictions = task.eval_step(model, images, targets, postprocess)
+                predictions = task.eval_step(model, images, targets)
             evaluator.process(predictions, targets)
     metrics = evaluator.compute()
     model.train(was_training)

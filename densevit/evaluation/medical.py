@@ -29,8 +29,9 @@ import numpy as np
 import torch
 from scipy import ndimage
 
-from densevit.errors import UserInputError
+from densevit.data.labels import integer_labels
 from densevit.distributed import all_gather_objects, is_distributed, rank
+from densevit.errors import UserInputError
 
 CONVENTIONS = ("standard", "transunet")
 
@@ -80,15 +81,7 @@ def _union(a: tuple[slice, ...] | None, b: tuple[slice, ...] | None) -> tuple[sl
 
 def as_label_volume(volume: Any, what: str, num_classes: int) -> np.ndarray:
     """``volume`` as an integer numpy array with every label in ``[0, num_classes)``."""
-    array = volume.detach().cpu().numpy() if isinstance(volume, torch.Tensor) else np.asarray(volume)
-    if array.dtype == bool:
-        array = array.astype(np.uint8)
-    elif not np.issubdtype(array.dtype, np.integer):
-        if not np.issubdtype(array.dtype, np.floating):
-            raise UserInputError(f"{what}: labels must be integers, got {array.dtype}")
-        if not (np.isfinite(array).all() and (array == np.round(array)).all()):
-            raise UserInputError(f"{what}: labels must be integers, got non-integer values")
-        array = array.astype(np.int64)
+    array = integer_labels(volume.detach().cpu().numpy() if isinstance(volume, torch.Tensor) else volume, what)
     if array.ndim not in (2, 3):
         raise UserInputError(f"{what}: expected a 2D or 3D label volume, got shape {array.shape}")
     if array.size:

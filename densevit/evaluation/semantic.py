@@ -12,8 +12,8 @@ from typing import Any
 import numpy as np
 import torch
 
-from densevit.errors import UserInputError
 from densevit.distributed import all_reduce_sum
+from densevit.errors import UserInputError
 
 # Above this many (gt value, pred value) pairs the histogram of raw values would be too big;
 # such inputs hold labels far outside the class range and take the explicit path instead.

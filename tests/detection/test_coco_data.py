@@ -138,7 +138,7 @@ def test_exif_rotated_photo_is_turned_upright(tmp_path):
 
 def test_collate_pads_to_the_largest_image_with_a_mask():
     samples = [(torch.ones(3, 20, 30), {"id": 0}), (torch.ones(3, 25, 10), {"id": 1})]
-    (images, mask), targets = collate_detection(samples, size_divisibility=8)
+    (images, mask), targets = collate_detection(samples, size_divisor=8)
     assert images.shape == (2, 3, 32, 32) and mask.shape == (2, 32, 32)
     assert mask[0, :20, :30].logical_not().all() and mask[0, 20:].all() and mask[0, :, 30:].all()
     assert images[0][:, 20:].abs().sum() == 0 and images[1][:, :25, :10].eq(1).all()

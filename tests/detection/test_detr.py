@@ -23,7 +23,7 @@ def test_detr_r50_has_the_papers_parameter_count():
 @pytest.mark.parametrize("name,size", [("detr_r18", (64, 96)), ("detr_vit_s16", (64, 96)), ("detr_swin_t", (64, 96))])
 def test_backbone_families_give_the_output_contract(name, size):
     model = densevit.create_model(name, num_classes=5, **SMALL).eval()
-    batch = pad_images([torch.randn(3, *size), torch.randn(3, size[0] - 32, size[1])], size_divisibility=32)
+    batch = pad_images([torch.randn(3, *size), torch.randn(3, size[0] - 32, size[1])], size_divisor=32)
     with torch.no_grad():
         out = model(batch)
     assert out["pred_logits"].shape == (2, 8, 6)

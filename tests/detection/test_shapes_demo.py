@@ -12,7 +12,7 @@ from pycocotools.coco import COCO
 
 from densevit.config import load_config
 from densevit.data.shapes import SHAPE_CLASSES, generate_shapes
-from densevit.detection.demo import demo_config_path
+from densevit.demos import demo_config_path
 
 
 def test_generated_shapes_are_valid_coco(tmp_path):
@@ -34,7 +34,7 @@ def test_generated_shapes_are_valid_coco(tmp_path):
 def test_the_repository_demo_config_is_the_shipped_one_with_paths():
     from pathlib import Path
 
-    shipped = load_config(demo_config_path())
+    shipped = load_config(demo_config_path("detect"))
     repo = load_config(Path(__file__).resolve().parents[2] / "configs" / "detection" / "demo_detect.yaml")
     assert repo.model == shipped.model and repo.loss == shipped.loss and repo.train == shipped.train
     assert repo.data.train_annotations.endswith("demo_out/detect/shapes/train.json")
@@ -42,7 +42,7 @@ def test_the_repository_demo_config_is_the_shipped_one_with_paths():
 
 @pytest.mark.slow
 def test_demo_reaches_ap50(tmp_path):
-    from densevit.detection.demo import run_demo
+    from densevit.demos.detect import run_demo
 
     metrics = run_demo(tmp_path, device="cpu")
     assert metrics["AP50"] >= 0.7

@@ -4,7 +4,6 @@ from __future__ import annotations
 import contextlib
 import io
 import json
-from argparse import Namespace
 from pathlib import Path
 
 import pytest
@@ -12,9 +11,9 @@ from PIL import Image
 from pycocotools.coco import COCO
 
 from densevit.config import build_config, load_config
-from densevit.engine.build import build_from_checkpoint
 from densevit.engine.checkpoint import LAST
 from densevit.engine.trainer import train
+from densevit.inference import PredictOptions, Predictor
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -42,10 +41,10 @@ def test_train_evaluate_predict_on_voc100(real_data, tmp_path):
     metrics = train(cfg, tmp_path / "run", device="cpu")
     assert set(metrics) >= {"AP", "AP50", "AR100"} and 0.0 <= metrics["AP"] <= 1.0
 
-    task, model = build_from_checkpoint(tmp_path / "run" / LAST)
-    assert task.class_names()[:2] == ["person", "aeroplane"]
+    predictor = Predictor.from_checkpoint(tmp_path / "run" / LAST, PredictOptions(score_threshold=0.0, batch_size=2))
+    assert predictor.task.class_names()[:2] == ["person", "aeroplane"]
     images = sorted((real_data / "voc100" / "images").glob("*.jpg"))[:3]
-    task.predict(model, images, tmp_path / "pred", Namespace(score_threshold=0.0, batch_size=2))
+    predictor.predict(images, tmp_path / "pred")
     results = json.loads((tmp_path / "pred" / "results.json").read_text())
     assert len(results) == 3 * 100  # max_detections (query, class) pairs per image
     gt_file = real_data / "voc100" / "annotations" / "instances.json"

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import os
 import signal
-from argparse import Namespace
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
@@ -25,6 +24,8 @@ from torch import nn
 from torch.utils.data import Dataset
 
 from densevit.engine.task import TASKS, Task
+from densevit.errors import UserInputError
+from densevit.inference import RUNNERS, Predictor
 
 CLASS_NAMES = ["low", "mid", "high"]
 THRESHOLDS = (-0.4, 0.4)
@@ -163,14 +164,18 @@ class ToySegmentationTask(Task):
     def class_names(self) -> list[str]:
         return CLASS_NAMES
 
-    def predict(self, model: nn.Module, inputs: list[Path], out_dir: Path, options: Namespace) -> None:
-        """Each input ``.npy`` [3,H,W] float image -> ``out_dir/<stem>.npy`` [H,W] class indices."""
-        out_dir.mkdir(parents=True, exist_ok=True)
-        device = next(model.parameters()).device
-        with torch.no_grad():
-            for path in inputs:
-                image = torch.from_numpy(np.load(path)).float().to(device)
-                np.save(out_dir / f"{path.stem}.npy", model(image[None])["logits"].argmax(1)[0].cpu().numpy())
+
+@RUNNERS.register("toy_segmentation")
+def predict_toy(predictor: Predictor, inputs: list[Path], out_dir: Path) -> dict[str, Any]:
+    """Each input ``.npy`` [3,H,W] float image -> ``out_dir/<stem>.npy`` [H,W] class indices."""
+    for path in inputs:
+        if not path.is_file():
+            raise UserInputError(f"{path}: no such file")
+        image = torch.from_numpy(np.load(path)).float().to(predictor.device)
+        with predictor.running():
+            labels = predictor.model(image[None])["logits"].argmax(1)[0]
+        np.save(out_dir / f"{path.stem}.npy", labels.cpu().numpy())
+    return {"images": len(inputs)}
 
 
 CONFIG = Path(__file__).with_name("toy.yaml")

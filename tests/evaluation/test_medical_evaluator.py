@@ -9,7 +9,11 @@ from scipy import ndimage
 from scipy.spatial.distance import cdist
 
 from densevit.errors import UserInputError
-from densevit.evaluation.medical import MedicalEvaluator, format_table, surface_distances
+from densevit.evaluation.medical import (
+    MedicalEvaluator,
+    format_table,
+    surface_distances,
+)
 
 
 def brute_surface(mask: np.ndarray) -> np.ndarray:

@@ -4,6 +4,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
+from reference_transunet import VisionTransformer
 
 from densevit.convert import load_converters
 from densevit.convert.transunet import reference_to_densevit
@@ -11,8 +12,6 @@ from densevit.engine.build import build_from_checkpoint
 from densevit.errors import UserInputError
 from densevit.models import create_model
 from densevit.weights import load_pretrained_model
-
-from reference_transunet import VisionTransformer
 
 SMALL = dict(img_size=64, hidden=128, heads=2, mlp_dim=256, layers=2, block_units=(1, 2, 1), width_factor=0.5,
              decoder_channels=(64, 32, 16, 16))

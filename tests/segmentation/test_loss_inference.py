@@ -6,7 +6,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from densevit.segmentation.inference import predict_volume, sliding_window_logits
+from densevit.segmentation.inferer import segment_volume, sliding_window_probabilities
 from densevit.segmentation.losses import CEDiceLoss
 
 
@@ -48,10 +48,10 @@ def test_sliding_window_of_a_pointwise_model_equals_the_whole_image():
     image = torch.randn(3, 70, 100)
     expected = model(image[None])[0].softmax(dim=0)
     for overlap in (0.0, 0.5, 0.75):
-        got = sliding_window_logits(model, image, (32, 48), overlap=overlap, batch_size=3, size_divisor=16)
+        got = sliding_window_probabilities(model, image, (32, 48), overlap=overlap, batch_size=3, size_divisor=16)
         torch.testing.assert_close(got, expected, atol=1e-6, rtol=1e-6)
     small = torch.randn(3, 20, 30)  # smaller than one window: padded, then cropped back
-    got = sliding_window_logits(model, small, (32, 48), size_divisor=16)
+    got = sliding_window_probabilities(model, small, (32, 48), size_divisor=16)
     torch.testing.assert_close(got, model(small[None])[0].softmax(dim=0), atol=1e-6, rtol=1e-6)
 
 
@@ -72,5 +72,5 @@ def test_volume_prediction_is_reassembled_in_xyz_order():
     label[2:9, 3:12, 1] = 1
     label[10:18, 1:5, 4:] = 2
     image = label[None].float()  # [C=1, X, Y, Z]
-    got = predict_volume(OneHotOfChannel(3), image, size=(20, 16), batch_size=4)
+    got = segment_volume(OneHotOfChannel(3), image, size=(20, 16), batch_size=4)
     assert torch.equal(got, label)

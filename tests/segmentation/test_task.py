@@ -1,7 +1,7 @@
 """The segmentation task end to end on real data: load, train a few steps, evaluate, predict."""
 from __future__ import annotations
 
-from argparse import Namespace
+import dataclasses
 from pathlib import Path
 
 import nibabel as nib
@@ -12,11 +12,13 @@ from PIL import Image
 
 from densevit.config import build_config
 from densevit.data.phantoms import write_phantoms
-from densevit.engine.build import build_from_checkpoint, build_task
+from densevit.engine.build import build_task
 from densevit.engine.checkpoint import LAST
 from densevit.engine.trainer import train
+from densevit.errors import ConfigError
 from densevit.evaluation.medical import MedicalEvaluator
 from densevit.evaluation.semantic import SemanticEvaluator
+from densevit.inference import PredictOptions, Predictor
 
 TINY_HYBRID = dict(img_size=[64, 64], hidden=64, depth=1, num_heads=2, mlp_dim=128, resnet_layers=[1, 1, 1],
                    resnet_width=32, head_channels=32, decoder_channels=[32, 16, 16, 8])
@@ -43,9 +45,8 @@ def test_brats_two_channel_train_evaluate_predict(real_data, tmp_path):
     assert {row["case"] for row in metrics["cases"]} == {"brats_2013_pat0004_1"}
     assert 0.0 <= metrics["mean_dice"] <= 1.0 or np.isnan(metrics["mean_dice"])
 
-    task, model = build_from_checkpoint(tmp_path / "run" / LAST)
     case = brats / "val" / "brats_2013_pat0004_1"
-    task.predict(model, [case], tmp_path / "pred", Namespace(batch_size=32, overlap=None))
+    Predictor.from_checkpoint(tmp_path / "run" / LAST, PredictOptions(batch_size=32)).predict([case], tmp_path / "pred")
     written = nib.load(str(tmp_path / "pred" / "brats_2013_pat0004_1_seg.nii.gz"))
     source = nib.load(str(case / "Flair_subtrMeanDivStd.nii.gz"))
     assert written.shape == source.shape and np.allclose(written.affine, source.affine)
@@ -70,9 +71,9 @@ def test_camvid_train_evaluate_predict_with_sliding_windows(real_data, tmp_path)
     metrics = train(cfg, tmp_path / "run", device="cpu")
     assert 0.0 <= metrics["mIoU"] <= 1.0 and "IoU/car" in metrics
 
-    task, model = build_from_checkpoint(tmp_path / "run" / LAST)
     image = real_data / "camvid" / "val" / sorted(p.name for p in (real_data / "camvid" / "val").iterdir())[0]
-    task.predict(model, [image], tmp_path / "pred", Namespace(batch_size=4, overlap=0.5))
+    predictor = Predictor.from_checkpoint(tmp_path / "run" / LAST, PredictOptions(batch_size=4, mode="slide"))
+    predictor.predict([image], tmp_path / "pred")
     labels = np.asarray(Image.open(tmp_path / "pred" / f"{image.stem}.png"))
     assert labels.shape == (360, 480) and labels.max() < 11
     overlay = np.asarray(Image.open(tmp_path / "pred" / f"{image.stem}_overlay.png"))
@@ -85,24 +86,51 @@ def test_camvid_train_evaluate_predict_with_sliding_windows(real_data, tmp_path)
     assert 0.0 <= scorer.compute()["aAcc"] <= 1.0
 
 
-def test_validation_batches_reassemble_whole_cases(tmp_path):
-    """Collate + postprocess of whole cases, with logits that copy the resized masks, give back the labels."""
+class OneHotOfChannel(torch.nn.Module):
+    """Logits whose arg-max is channel 0 of the input, rounded: a model that 'reads' the answer."""
+
+    def __init__(self, num_classes: int) -> None:
+        super().__init__()
+        self.num_classes = num_classes
+        self.scale = torch.nn.Parameter(torch.ones(()))
+
+    def forward(self, x):
+        return torch.nn.functional.one_hot(x[:, 0].round().long(), self.num_classes).permute(0, 3, 1, 2).float()
+
+
+def test_validation_segments_whole_cases_and_scores_them(tmp_path):
+    """Collate + eval_step of whole cases, with a model that reads the labels from the image, give back the labels."""
     write_phantoms(tmp_path / "val", 2, seed=5, shape=(40, 40, 6))
     cfg = _config({"name": "transunet_r50_vitb16", "num_classes": 4, "kwargs": TINY_HYBRID},
                   {"kind": "nifti", "train_root": str(tmp_path / "val"), "val_root": str(tmp_path / "val"),
-                   "normalisation": "ct", "crop_size": [40, 40]})
+                   "normalisation": "ct", "crop_size": [40, 40], "eval_chunk": 4})
     task = build_task(cfg)
     _, val = task.build_datasets()
-    images, targets = task.collate([val[0], val[1]])
-    assert images.shape == (12, 1, 40, 40) and targets["masks"].shape == (12, 40, 40)
-    logits = torch.nn.functional.one_hot(targets["masks"], 4).permute(0, 3, 1, 2).float()
-    volumes = task.build_postprocessor()(logits, targets)
+    samples = [{**val[i], "image": val[i]["label"][None].float()} for i in range(2)]  # the answer as the image
+    images, targets = task.collate(samples)
+    assert [tuple(v.shape) for v in images] == [(1, 40, 40, 6)] * 2 and len(targets["cases"]) == 2
+    volumes = task.eval_step(OneHotOfChannel(4), images, targets)
     for volume, case in zip(volumes, targets["cases"]):
         assert torch.equal(volume, case["label"])
     evaluator = task.build_evaluator()
     evaluator.process(volumes, targets)
     result = evaluator.compute()
     assert result["mean_dice"] == 1.0 and result["mean_hd95"] == 0.0
+
+
+def test_legacy_segmentation_configs_and_checkpoints_pick_their_task():
+    """``task: segmentation`` with the old single data section (as checkpoints stored it, every key)."""
+    from densevit.segmentation.config import ImageDataConfig, VolumeDataConfig
+
+    old_keys = {**dataclasses.asdict(ImageDataConfig()), **dataclasses.asdict(VolumeDataConfig())}
+    volume = build_config({"task": "segmentation", "model": {"name": "transunet_r50", "num_classes": 4},
+                           "data": {**old_keys, "kind": "phantoms", "root": "/tmp/x"}})
+    assert volume.task == "volume_segmentation" and volume.data.root == "/tmp/x"
+    street = build_config({"task": "segmentation", "model": {"name": "transunet_r50", "num_classes": 11},
+                           "data": {**old_keys, "kind": "street", "eval_mode": "slide"}})
+    assert street.task == "image_segmentation" and street.data.kind == "camvid" and street.data.eval_mode == "slide"
+    with pytest.raises(ConfigError, match="unknown key 'data.typo'"):
+        build_config({"task": "segmentation", "data": {"kind": "camvid", "typo": 1}})
 
 
 def test_every_segmentation_config_loads():
@@ -112,7 +140,7 @@ def test_every_segmentation_config_loads():
     assert len(configs) >= 6
     for path in configs:
         cfg = load_config(path)
-        assert cfg.task == "segmentation" and cfg.model.num_classes >= 2
+        assert cfg.task in ("image_segmentation", "volume_segmentation") and cfg.model.num_classes >= 2
     paper = load_config(configs[0].parent / "transunet_r50_vitb16_synapse.yaml")
     assert (paper.train.iters, paper.train.batch_size, paper.optim.name, paper.optim.lr) == (14000, 24, "sgd", 0.01)
     assert paper.data.crop_size == (224, 224) and paper.schedule.name == "poly" and paper.model.num_classes == 9

@@ -7,27 +7,20 @@ detections drawn, and their COCO results JSON).
 from __future__ import annotations
 
 import time
-from argparse import Namespace
-from importlib import resources
 from pathlib import Path
 from typing import Any
 
 from densevit.config import load_config
 from densevit.data.shapes import generate_shapes
-from densevit.engine.build import build_from_checkpoint
+from densevit.demos import demo_config_path
 from densevit.engine.checkpoint import LAST
 from densevit.engine.trainer import train
+from densevit.inference import PredictOptions, Predictor
 
-DEMO_CONFIG = "demo.yaml"
 TRAIN_IMAGES = 1000
 VAL_IMAGES = 100
 PICTURES = 8
 SCORE_THRESHOLD = 0.4  # focal-loss (sigmoid) scores of correct detections are often below 0.5
-
-
-def demo_config_path() -> Path:
-    """The demo's config file, shipped inside the package."""
-    return Path(str(resources.files("densevit.detection") / DEMO_CONFIG))
 
 
 def run_demo(out_dir: Path, device: str = "auto", overrides: tuple[str, ...] = ()) -> dict[str, Any]:
@@ -45,14 +38,15 @@ def run_demo(out_dir: Path, device: str = "auto", overrides: tuple[str, ...] = (
         f"data.val_images={data_dir / 'images' / 'val'}",
         f"data.val_annotations={data_dir / 'val.json'}",
     ]
-    cfg = load_config(demo_config_path(), [*paths, *overrides])
+    cfg = load_config(demo_config_path("detect"), [*paths, *overrides])
     cfg.train.progress = False
     metrics = train(cfg, out_dir / "run", device=device)
     train_seconds = time.perf_counter() - start
 
-    task, model = build_from_checkpoint(out_dir / "run" / LAST, device=device)
+    predictor = Predictor.from_checkpoint(out_dir / "run" / LAST,
+                                          PredictOptions(score_threshold=SCORE_THRESHOLD, batch_size=PICTURES, device=device))
     pictures = sorted((data_dir / "images" / "val").glob("*.png"))[:PICTURES]
-    task.predict(model, pictures, out_dir / "predictions", Namespace(score_threshold=SCORE_THRESHOLD, batch_size=PICTURES))
+    predictor.predict(pictures, out_dir / "predictions")
     return {
         "AP": round(float(metrics["AP"]), 4),
         "AP50": round(float(metrics["AP50"]), 4),

@@ -7,36 +7,28 @@ trained model as NIfTI, with PNG overlays).
 from __future__ import annotations
 
 import time
-from argparse import Namespace
-from importlib import resources
 from pathlib import Path
 from typing import Any
 
 from densevit.config import load_config
-from densevit.engine.build import build_from_checkpoint
+from densevit.demos import demo_config_path
 from densevit.engine.checkpoint import LAST
 from densevit.engine.trainer import train
-
-DEMO_CONFIG = "demo.yaml"
-
-
-def demo_config_path() -> Path:
-    """The demo's config file, shipped inside the package."""
-    return Path(str(resources.files("densevit.segmentation") / DEMO_CONFIG))
+from densevit.inference import PredictOptions, Predictor
 
 
 def run_demo(out_dir: Path, device: str = "auto") -> dict[str, Any]:
     """Generate phantoms, train, evaluate and draw; returns mean Dice, HD95 and timings."""
     out_dir = Path(out_dir).resolve()
     start = time.perf_counter()
-    cfg = load_config(demo_config_path(), [f"data.root={out_dir / 'phantoms'}"])
+    cfg = load_config(demo_config_path("segment"), [f"data.root={out_dir / 'phantoms'}"])
     cfg.train.progress = False
     metrics = train(cfg, out_dir / "run", device=device)
     train_seconds = time.perf_counter() - start
 
-    task, model = build_from_checkpoint(out_dir / "run" / LAST, device=device)
+    predictor = Predictor.from_checkpoint(out_dir / "run" / LAST, PredictOptions(device=device))
     val_cases = sorted((out_dir / "phantoms" / "val" / "imagesTr").glob("*.nii.gz"))
-    task.predict(model, val_cases, out_dir / "predictions", Namespace(batch_size=16, overlap=None))
+    predictor.predict(val_cases, out_dir / "predictions")
     return {
         "mean_dice": round(float(metrics["mean_dice"]), 4),
         "mean_hd95_mm": round(float(metrics["mean_hd95"]), 2),

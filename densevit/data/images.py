@@ -1,0 +1,44 @@
+"""Reading pictures and label maps from disk: one reader each, with errors that name the file."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+from PIL import Image, ImageOps
+
+from densevit.errors import UserInputError
+
+# PIL modes that hold one value per pixel (a label map), as opposed to colour pictures.
+LABEL_MODES = ("1", "L", "P", "I", "I;16", "I;16B", "I;16L")
+
+
+def read_rgb(path: str | Path, expected_hw: tuple[int, int] | None = None) -> np.ndarray:
+    """Read any PIL image (grayscale, palette, RGBA, 16-bit) as HWC uint8 RGB.
+
+    The EXIF orientation is applied, unless ``expected_hw`` (the size the annotations were
+    made on) matches the stored pixels and not the rotated ones.
+    """
+    try:
+        with Image.open(path) as raw:
+            raw.load()
+            image = ImageOps.exif_transpose(raw)
+            if expected_hw is not None and (image.height, image.width) != expected_hw:
+                if (raw.height, raw.width) != expected_hw:
+                    raise UserInputError(
+                        f"{path}: image is {raw.width}x{raw.height} but its annotations say "
+                        f"{expected_hw[1]}x{expected_hw[0]} (width x height)")
+                image = raw
+            return np.array(image.convert("RGB"))
+    except (OSError, SyntaxError, ValueError) as err:
+        raise UserInputError(f"{path}: cannot read image: {err}") from None
+
+
+def read_label_map(path: str | Path) -> np.ndarray:
+    """A single-channel label picture (index PNG, grey, 16-bit) as an [H, W] integer array."""
+    try:
+        with Image.open(path) as image:
+            if image.mode not in LABEL_MODES:
+                raise UserInputError(f"{path}: expected a single-channel label map, got a {image.mode} picture")
+            return np.array(image)
+    except (OSError, SyntaxError, ValueError) as err:
+        raise UserInputError(f"{path}: cannot read the label map ({err})") from None

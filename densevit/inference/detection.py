@@ -1,0 +1,79 @@
+"""Detection predictions: COCO results JSON with the files' real ids, and pictures with the boxes drawn.
+
+Writes ``results.json`` (every detection, as COCO scoring needs: ``image_id``, ``category_id``,
+``bbox`` [x, y, w, h] in pixels, ``score``), ``image_ids.json`` (file -> the image id used there:
+the annotation file's id when the config's annotations name the file, else a running number)
+and ``images/<name>.png``.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torchvision.ops import box_convert
+
+from densevit.data import IMAGE_SUFFIXES
+from densevit.data.collate import pad_images
+from densevit.data.det_transforms import apply
+from densevit.data.images import read_rgb
+from densevit.detection.task import DetectionTask
+from densevit.engine.task import move_to_device
+from densevit.inference.inputs import expand_inputs
+from densevit.inference.pictures import draw_detections
+from densevit.inference.predictor import RUNNERS, Predictor
+from densevit.inference.writers import write_coco_results, write_picture
+from densevit.io import write_json_atomic
+
+DEFAULT_BATCH = 4
+
+
+def known_image_ids(task: DetectionTask) -> dict[str, int]:
+    """File name -> image id, from the config's annotation files when they are at hand."""
+    from densevit.data.coco import load_coco
+
+    ids: dict[str, int] = {}
+    for path in (task.cfg.data.val_annotations, task.cfg.data.train_annotations):
+        if path and Path(path).is_file():
+            for image in load_coco(path).dataset["images"]:
+                ids.setdefault(str(image.get("file_name")), int(image["id"]))
+    return ids
+
+
+@RUNNERS.register("detection")
+def predict_detection(predictor: Predictor, inputs: list[Path], out_dir: Path) -> dict[str, Any]:
+    """Detect objects in every image of ``inputs``; see the module docstring for the files."""
+    task: DetectionTask = predictor.task  # type: ignore[assignment]
+    options = predictor.options
+    files = expand_inputs(inputs, IMAGE_SUFFIXES)
+    batch_size = options.batch_size or DEFAULT_BATCH
+    category_ids, class_names = task.categories
+    ids = known_image_ids(task)
+    transforms = task.eval_transforms()
+    postprocess = task.build_postprocessor()
+    results: list[dict[str, Any]] = []
+    image_ids: dict[str, int] = {}
+    for start in range(0, len(files), batch_size):
+        chunk = files[start : start + batch_size]
+        originals = [read_rgb(path) for path in chunk]
+        tensors, targets = [], []
+        for path, image in zip(chunk, originals):
+            normalised, _, _ = apply(transforms, image, np.zeros((0, 4), np.float32), np.zeros(0, np.int64))
+            tensors.append(torch.from_numpy(np.ascontiguousarray(normalised.transpose(2, 0, 1))))
+            targets.append({"orig_size": torch.tensor(image.shape[:2])})
+            image_ids[str(path)] = ids.get(path.name, len(image_ids) + 1)
+        batch = move_to_device(pad_images(tensors, task.cfg.data.size_divisor), predictor.device)
+        with predictor.running():
+            detections = postprocess(predictor.model(batch), targets)
+        for path, image, detection in zip(chunk, originals, detections):
+            xywh = box_convert(detection["boxes"].float().cpu(), "xyxy", "xywh").tolist()
+            for box, score, label in zip(xywh, detection["scores"].tolist(), detection["labels"].tolist()):
+                results.append({"image_id": image_ids[str(path)], "category_id": category_ids[label],
+                                "bbox": [round(v, 2) for v in box], "score": round(score, 5)})
+            if options.pictures:
+                picture = draw_detections(image, detection, class_names, options.score_threshold)
+                write_picture(picture, out_dir / "images" / f"{path.stem}.png")
+    write_coco_results(results, out_dir / "results.json")
+    write_json_atomic(image_ids, out_dir / "image_ids.json")
+    return {"images": len(files), "detections": len(results), "results": str(out_dir / "results.json")}

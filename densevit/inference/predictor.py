@@ -1,0 +1,71 @@
+"""The :class:`Predictor`: a trained model run over files, whatever the task.
+
+Each task's way of reading inputs and writing results is a *runner* registered in
+:data:`RUNNERS` under the task's name (``detection``, ``image_segmentation``,
+``volume_segmentation``); a custom task registers its own the same way::
+
+    @RUNNERS.register("my_task")
+    def predict_my_task(predictor: Predictor, inputs: list[Path], out_dir: Path) -> dict: ...
+"""
+from __future__ import annotations
+
+import contextlib
+from pathlib import Path
+from typing import Any, Callable, Iterator, Sequence
+
+import torch
+from torch import nn
+
+from densevit.engine.build import build_from_checkpoint
+from densevit.engine.runtime import autocast, resolve_device, resolve_precision
+from densevit.engine.task import Task
+from densevit.errors import UserInputError
+from densevit.inference.options import PredictOptions
+from densevit.registry import Registry
+
+Runner = Callable[["Predictor", list[Path], Path], dict[str, Any]]
+RUNNERS = Registry("predictor")
+
+
+class Predictor:
+    """``task`` + ``model`` (moved to the options' device, eval mode) + :class:`PredictOptions`.
+
+    Example::
+
+        predictor = Predictor.from_checkpoint("runs/exp/best.pth", PredictOptions(batch_size=8))
+        summary = predictor.predict(["photos/"], "pred/")
+    """
+
+    def __init__(self, task: Task, model: nn.Module, options: PredictOptions | None = None) -> None:
+        self.task = task
+        self.options = options or PredictOptions()
+        self.device = resolve_device(self.options.device)
+        self.precision = resolve_precision(self.options.precision, self.device)
+        self.model = model.to(self.device).eval()
+
+    @classmethod
+    def from_checkpoint(cls, path: str | Path, options: PredictOptions | None = None) -> "Predictor":
+        """The task and trained model that a ``densevit train`` checkpoint describes."""
+        task, model = build_from_checkpoint(path)
+        return cls(task, model, options)
+
+    @contextlib.contextmanager
+    def running(self) -> Iterator[None]:
+        """No gradients, and autocast at the options' precision: wrap every forward pass in it."""
+        with torch.no_grad(), autocast(self.precision, self.device):
+            yield
+
+    def predict(self, inputs: Sequence[str | Path], out_dir: str | Path) -> dict[str, Any]:
+        """Run over ``inputs`` (files and folders) and write the task's results to ``out_dir``.
+
+        Returns the runner's summary (counts and the files written).
+        """
+        name = getattr(self.task, "name", type(self.task).__name__)
+        if name not in RUNNERS:
+            raise UserInputError(f"task {name!r} has no predictor (known: {', '.join(RUNNERS.names())})")
+        out_dir = Path(out_dir)
+        try:
+            out_dir.mkdir(parents=True, exist_ok=True)
+        except OSError as err:
+            raise UserInputError(f"--out: cannot create the folder {out_dir} ({err.strerror or err})") from None
+        return RUNNERS.get(name)(self, [Path(p) for p in inputs], out_dir)

@@ -1,0 +1,102 @@
+"""Segmentation predictions: label maps that ``densevit score`` reads, and overlays to look at.
+
+* ``image_segmentation``: every picture is normalised as in validation and segmented by
+  :func:`~densevit.segmentation.inferer.segment_images` with the config's inference mode
+  (whole image or sliding windows, overlap, chunk), unless the options say otherwise;
+  ``NAME.png`` holds the class indices and ``NAME_overlay.png`` the colours over the picture.
+* ``volume_segmentation``: a NIfTI file, or a folder of cases as training reads them, is
+  preprocessed as in training and segmented by :func:`~densevit.segmentation.inferer.segment_volume`;
+  ``<case>_seg.nii.gz`` holds the labels with the input's affine and header, and
+  ``<case>_overlay.png`` the slice with the most foreground.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from densevit.data import IMAGE_SUFFIXES
+from densevit.data import seg_transforms as T
+from densevit.data.images import read_rgb
+from densevit.data.volumes import (
+    NIFTI_SUFFIXES,
+    find_nifti_cases,
+    load_case,
+    read_nifti,
+)
+from densevit.errors import UserInputError
+from densevit.inference.inputs import expand_inputs
+from densevit.inference.pictures import enlarge, overlay, to_uint8_grey
+from densevit.inference.predictor import RUNNERS, Predictor
+from densevit.inference.writers import write_label_volume, write_png
+from densevit.segmentation.image_task import ImageSegmentationTask
+from densevit.segmentation.inferer import segment_images, segment_volume
+from densevit.segmentation.volume_task import VolumeSegmentationTask
+
+
+@RUNNERS.register("image_segmentation")
+def predict_images(predictor: Predictor, inputs: list[Path], out_dir: Path) -> dict[str, Any]:
+    """Segment every picture of ``inputs``; see the module docstring for the files."""
+    task: ImageSegmentationTask = predictor.task  # type: ignore[assignment]
+    options = predictor.options
+    files = expand_inputs(inputs, IMAGE_SUFFIXES)
+    settings = task.inference(predictor.model, options.mode, options.overlap, options.batch_size)
+    normalise = T.street_eval()
+    written = []
+    for start in range(0, len(files), settings.batch_size):
+        chunk = files[start : start + settings.batch_size]
+        pictures = [read_rgb(path) for path in chunk]
+        images = [normalise(rgb, np.zeros(rgb.shape[:2], np.int64))[0].to(predictor.device) for rgb in pictures]
+        with predictor.running():
+            labels = segment_images(predictor.model, images, settings)
+        for path, rgb, label in zip(chunk, pictures, labels):
+            label = label.cpu().numpy()
+            written.append(write_png(label, out_dir / f"{path.stem}.png"))
+            if options.pictures:
+                write_png(overlay(rgb, label, task.palette()), out_dir / f"{path.stem}_overlay.png")
+    return {"images": len(files), "label_maps": [str(p) for p in written]}
+
+
+def volume_inputs(task: VolumeSegmentationTask, inputs: list[Path]) -> list[tuple[str, list[Path]]]:
+    """``(case id, image files)`` of every NIfTI file and every case in the folders of ``inputs``."""
+    cases = []
+    for path in inputs:
+        if path.is_file() and path.name.lower().endswith(NIFTI_SUFFIXES):
+            cases.append((path.name.split(".nii")[0], [path]))
+        elif path.is_dir():
+            cases += [(case, images) for case, images, _ in find_nifti_cases(path, task.data.modalities, task.data.label_name)]
+        elif path.exists():
+            raise UserInputError(f"{path}: expected a NIfTI volume (.nii, .nii.gz) or a folder of cases")
+        else:
+            raise UserInputError(f"{path}: no such file or folder")
+    return cases
+
+
+@RUNNERS.register("volume_segmentation")
+def predict_volumes(predictor: Predictor, inputs: list[Path], out_dir: Path) -> dict[str, Any]:
+    """Segment every volume of ``inputs``; see the module docstring for the files."""
+    task: VolumeSegmentationTask = predictor.task  # type: ignore[assignment]
+    d = task.data
+    reading = task.reading()
+    written = []
+    for case_id, images in volume_inputs(task, inputs):
+        case = load_case(case_id, images, None, reading["normalisation"], reading["ct_window"])
+        channels, expected = case.image.shape[0], getattr(predictor.model, "in_chans", case.image.shape[0])
+        if channels != expected and not (channels == 1 and expected == 3):
+            raise UserInputError(f"{images[0]}: {channels} image channel(s), but the model takes {expected} "
+                                 "(data.modalities)")
+        volume = torch.from_numpy(case.image).to(predictor.device)
+        with predictor.running():
+            labels = segment_volume(predictor.model, volume, d.crop_size, predictor.options.batch_size or d.eval_chunk)
+        labels = labels.cpu().numpy()
+        written.append(write_label_volume(labels, read_nifti(images[0])[1], out_dir / f"{case_id}_seg.nii.gz"))
+        if predictor.options.pictures:
+            z = int(np.argmax((labels > 0).sum(axis=(0, 1))))
+            palette: list = [None, *task.palette()[1:]]
+            picture = overlay(to_uint8_grey(case.image[0, :, :, z]), labels[:, :, z], palette)
+            write_png(enlarge(picture), out_dir / f"{case_id}_overlay.png")
+    if not written:
+        raise UserInputError(f"no volumes found in {', '.join(map(str, inputs))}")
+    return {"volumes": len(written), "label_volumes": [str(p) for p in written]}

@@ -1,0 +1,100 @@
+"""The ``volume_segmentation`` task: CT/MRI volumes trained on 2D slices, scored per case by Dice and HD95.
+
+Validation segments each whole case with :func:`~densevit.segmentation.inferer.segment_volume`
+(slices resized to ``data.crop_size``, logits resized back), the function ``densevit predict``
+uses too, and scores the 3D result against the case's label volume.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from torch import Tensor, nn
+from torch.utils.data import Dataset
+
+from densevit.data.collate import collate_cases, collate_segmentation
+from densevit.data.volumes import (
+    CaseDataset,
+    SliceDataset,
+    SynapseSliceDataset,
+    load_nifti_cases,
+    load_synapse_cases,
+)
+from densevit.errors import UserInputError
+from densevit.segmentation.config import VolumeDataConfig
+from densevit.segmentation.evaluators import VolumeEvaluator
+from densevit.segmentation.inferer import segment_volume
+from densevit.segmentation.task_base import SegmentationTaskBase
+from densevit.tasks import TASKS
+
+
+@TASKS.register("volume_segmentation")
+class VolumeSegmentationTask(SegmentationTaskBase):
+    """Segmentation of volumes (NIfTI, Synapse, phantoms): per-case, per-class Dice and HD95."""
+
+    name = "volume_segmentation"
+    data_config = VolumeDataConfig
+
+    def build_datasets(self) -> tuple[Dataset, Dataset | None]:
+        d = self.data
+        transform = self.train_transform()
+        if d.kind == "synapse":
+            train = SynapseSliceDataset(_required(d.train_root, "data.train_root"), transform)
+            val = CaseDataset(load_synapse_cases(Path(d.val_root))) if d.val_root else None
+            return train, val
+        train_root, val_root = self._roots()
+        train = SliceDataset(load_nifti_cases(train_root, **self.reading()), transform, d.keep_empty_slices,
+                             self.cfg.seed)
+        val = CaseDataset(load_nifti_cases(val_root, **self.reading())) if val_root else None
+        return train, val
+
+    def reading(self) -> dict[str, Any]:
+        """How cases are read: the arguments of :func:`densevit.data.volumes.load_case` for this config."""
+        d = self.data
+        return dict(modalities=d.modalities, label_name=d.label_name, normalisation=d.normalisation,
+                    ct_window=d.ct_window)
+
+    def _roots(self) -> tuple[Path, Path | None]:
+        d = self.data
+        if d.kind == "phantoms":
+            from densevit.data.phantoms import write_phantoms
+
+            root = Path(_required(d.root, "data.root"))
+            train, val = root / "train", root / "val"
+            if not (train / "imagesTr").is_dir():
+                write_phantoms(train, d.phantom_cases, seed=self.cfg.seed, shape=d.phantom_shape)
+            if not (val / "imagesTr").is_dir() and d.phantom_val_cases > 0:
+                write_phantoms(val, d.phantom_val_cases, seed=self.cfg.seed + 1, shape=d.phantom_shape)
+            return train, val if d.phantom_val_cases > 0 else None
+        return Path(_required(d.train_root, "data.train_root")), Path(d.val_root) if d.val_root else None
+
+    def collate(self, samples: list[Any]) -> tuple[Any, dict[str, Any]]:
+        """Training slices: images [B,C,h,w] and ``{"masks", "sizes"}``; validation: whole cases
+        (a list of [C,X,Y,Z] volumes and ``{"cases"}``)."""
+        if "case_id" in samples[0]:
+            return collate_cases(samples)
+        return collate_segmentation(samples, 1, self.data.ignore_index)
+
+    def eval_step(self, model: nn.Module, images: list[Tensor], targets: dict[str, Any]) -> list[Tensor]:
+        """One label volume [X,Y,Z] per case of the batch."""
+        return [segment_volume(model, volume, self.data.crop_size, self.data.eval_chunk) for volume in images]
+
+    def build_evaluator(self) -> VolumeEvaluator:
+        from densevit.evaluation.medical import MedicalEvaluator
+
+        names = self.class_names()
+        return VolumeEvaluator(MedicalEvaluator(self.num_classes, self.data.medical_convention,
+                                                class_names=names or None))
+
+    def default_class_names(self) -> list[str]:
+        if self.data.kind == "phantoms":
+            from densevit.data.phantoms import PHANTOM_CLASSES
+
+            return list(PHANTOM_CLASSES)
+        return []
+
+
+def _required(value: str, key: str) -> str:
+    if not value:
+        raise UserInputError(f"{key}: required for this data.kind")
+    return value
