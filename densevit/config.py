@@ -25,6 +25,7 @@ from typing import Any, Literal, Sequence, Union
 import yaml
 
 from densevit.errors import ConfigError
+from densevit.io import plain
 from densevit.registry import UnknownNameError
 from densevit.tasks import TASKS
 
@@ -111,15 +112,7 @@ class ExperimentConfig:
 
     def to_dict(self) -> dict[str, Any]:
         """A plain, YAML-safe dict (what checkpoints and run directories store)."""
-        return _plain(dataclasses.asdict(self))
-
-
-def _plain(value: Any) -> Any:
-    if isinstance(value, dict):
-        return {k: _plain(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_plain(v) for v in value]
-    return value
+        return plain(dataclasses.asdict(self))
 
 
 # ----------------------------------------------------------------------------- reading files

@@ -55,14 +55,24 @@ def write_text_atomic(path: str | Path, text: str) -> None:
         tmp.write_text(text)
 
 
+def plain(value: Any) -> Any:
+    """Plain Python containers and numbers: tensors and numpy values via ``tolist``, tuples as lists."""
+    if isinstance(value, dict):
+        return {k: plain(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [plain(v) for v in value]
+    if hasattr(value, "tolist"):
+        return plain(value.tolist())
+    return value
+
+
 def json_safe(value: Any) -> Any:
-    """Tensors and numpy values as Python numbers and lists, NaN/Inf as None (JSON has neither)."""
+    """:func:`plain`, with string keys and NaN/Inf as None (JSON has neither)."""
+    value = plain(value)
     if isinstance(value, dict):
         return {str(k): json_safe(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
+    if isinstance(value, list):
         return [json_safe(v) for v in value]
-    if hasattr(value, "tolist"):
-        return json_safe(value.tolist())
     if isinstance(value, float) and not math.isfinite(value):
         return None
     return value

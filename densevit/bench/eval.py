@@ -24,11 +24,8 @@ import torch
 from scipy import ndimage
 
 from densevit.bench import timed
-from densevit.evaluation.coco import (
-    STAT_NAMES,
-    COCOEvaluator,
-    faster_coco_eval_available,
-)
+from densevit.evaluation.coco import STAT_NAMES, COCOEvaluator
+from densevit.evaluation.coco_gt import faster_coco_eval_available
 from densevit.evaluation.medical import MedicalEvaluator
 from densevit.evaluation.semantic import SemanticEvaluator
 

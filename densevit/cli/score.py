@@ -15,6 +15,7 @@ from typing import Any, Callable
 
 import numpy as np
 
+from densevit.data.coco_json import read_json
 from densevit.data.images import read_label_map
 from densevit.data.volumes import NIFTI_SUFFIXES, read_nifti
 from densevit.errors import UserInputError
@@ -77,7 +78,7 @@ def run(args: argparse.Namespace) -> int:
 
 def _score_coco(args: argparse.Namespace) -> tuple[dict, str]:
     evaluator = coco.COCOEvaluator(args.gt, iou_types=args.iou_type, backend=args.backend)
-    evaluator.add_results(coco.load_json(args.dt), source=str(args.dt))
+    evaluator.add_results(read_json(args.dt), source=str(args.dt))
     result = evaluator.compute()
     if not args.per_class:
         result = {iou_type: {k: v for k, v in stats.items() if k != "per_class"}

@@ -1,10 +1,12 @@
 """COCO-format detection data: a folder of images and an instances JSON.
 
-The file is parsed with pycocotools. Category ids (any integers, with gaps) become
+The file is read and checked by :mod:`densevit.data.coco_json` (the checks the COCO evaluator
+makes too) and indexed with pycocotools. Category ids (any integers, with gaps) become
 contiguous class indices 0..K-1 in increasing id order; :attr:`CocoDetection.category_ids`
-maps them back. Every annotation is checked once, here: a bad one (size not positive,
-entirely outside its image, unknown category, image file missing) is reported with the file
-and its id, then dropped with one counted warning or raised as an error, by ``bad_annotations``.
+maps them back. A bad annotation (unknown image or category, a box that is not four finite
+numbers, a size that is not positive, entirely outside its image) or image (file missing) is
+reported with the file and its id, then dropped with one counted warning or raised as an
+error, by ``bad_annotations``.
 Crowd annotations are left out of training targets (evaluation reads them from the file).
 
 A sample is ``(image [3,H,W] float32 normalised, target)`` with the target keys of the
@@ -15,7 +17,6 @@ from __future__ import annotations
 
 import contextlib
 import io
-import json
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
@@ -29,6 +30,7 @@ from torch import Tensor
 from torch.utils.data import Dataset
 from torchvision.ops import box_convert
 
+from densevit.data.coco_json import check_instances, read_json
 from densevit.data.det_transforms import apply
 from densevit.data.images import read_rgb
 from densevit.errors import UserInputError
@@ -46,26 +48,26 @@ class _Record:
     labels: np.ndarray  # [N] int64 contiguous
 
 
-def load_coco(annotation_file: str | Path) -> COCO:
-    """Parse a COCO instances file with pycocotools; a broken file is a :class:`UserInputError`."""
-    path = Path(annotation_file)
-    try:
-        data = json.loads(path.read_text())
-    except OSError as err:
-        raise UserInputError(f"{path}: cannot read annotations: {err.strerror or err}") from None
-    except json.JSONDecodeError as err:
-        raise UserInputError(f"{path}: not valid JSON: {err}") from None
-    if not isinstance(data, dict):
-        raise UserInputError(f"{path}: expected a COCO instances object, got {type(data).__name__}")
-    for key in ("images", "categories"):
-        if not isinstance(data.get(key), list):
-            raise UserInputError(f"{path}: missing list {key!r} (a COCO instances file has images, annotations, categories)")
-    data.setdefault("annotations", [])
+def index_coco(data: dict[str, Any]) -> COCO:
+    """A pycocotools index over an already checked instances object (quietly: it prints progress)."""
     coco = COCO()
     coco.dataset = data
-    with contextlib.redirect_stdout(io.StringIO()):  # pycocotools prints progress
+    with contextlib.redirect_stdout(io.StringIO()):
         coco.createIndex()
     return coco
+
+
+def load_coco(annotation_file: str | Path) -> COCO:
+    """Read and index a COCO instances file for its images and categories.
+
+    A file whose structure is broken (see :func:`densevit.data.coco_json.check_instances`) is
+    a :class:`UserInputError`; the annotations are not checked here (:class:`CocoDetection` does).
+    """
+    data = read_json(annotation_file)
+    if isinstance(data, dict):
+        data.setdefault("annotations", [])
+    check_instances(data, str(annotation_file), required=())
+    return index_coco(data)
 
 
 class CocoDetection(Dataset):
@@ -82,13 +84,21 @@ class CocoDetection(Dataset):
         self.image_dir = Path(image_dir)
         self.annotation_file = Path(annotation_file)
         self.transforms = transforms
-        self.coco = load_coco(self.annotation_file)
+        data = read_json(self.annotation_file)
+        if isinstance(data, dict):
+            data.setdefault("annotations", [])
+        bad_records = check_instances(data, str(self.annotation_file), required=("bbox",))
+        if bad_records and bad_annotations == "error":
+            raise UserInputError(f"{self.annotation_file}: {bad_records[0][1]}")
+        dropped = {k for k, _ in bad_records}
+        data = {**data, "annotations": [a for k, a in enumerate(data["annotations"]) if k not in dropped]}
+        self.coco = index_coco(data)
         categories = self.coco.dataset["categories"]
         self.category_ids: list[int] = sorted(int(c["id"]) for c in categories)
         names = {int(c["id"]): str(c.get("name", c["id"])) for c in categories}
         self.class_names: list[str] = [names[i] for i in self.category_ids]
         self.records, problems = self._index(bad_annotations)
-        self.problems = problems
+        self.problems = problems = [message for _, message in bad_records] + problems
         if problems and bad_annotations == "drop":
             shown = "; ".join(problems[:5]) + ("; ..." if len(problems) > 5 else "")
             warnings.warn(f"{self.annotation_file}: dropped {len(problems)} bad annotations or images: {shown}",
@@ -119,7 +129,7 @@ class CocoDetection(Dataset):
             for ann in self.coco.imgToAnns.get(image_id, []):
                 if ann.get("iscrowd", 0):
                     continue
-                box = self._checked_box(ann, height, width, label_of, bad)
+                box = self._checked_box(ann, height, width, bad)
                 if box is not None:
                     boxes.append(box)
                     labels.append(label_of[ann["category_id"]])
@@ -129,17 +139,11 @@ class CocoDetection(Dataset):
         return records, problems
 
     @staticmethod
-    def _checked_box(ann: dict[str, Any], height: int, width: int, label_of: dict[int, int],
-                     bad: Callable[[str], None]) -> list[float] | None:
-        """The annotation's box as pixel xyxy clipped to the image, or None (reported) if bad."""
+    def _checked_box(ann: dict[str, Any], height: int, width: int, bad: Callable[[str], None]) -> list[float] | None:
+        """The annotation's box as pixel xyxy clipped to the image, or None (reported) if it has
+        no area or lies outside its image."""
         where = f"annotation id {ann.get('id')} (image id {ann.get('image_id')})"
-        if ann.get("category_id") not in label_of:
-            bad(f"{where}: unknown category_id {ann.get('category_id')!r}")
-            return None
-        bbox = ann.get("bbox")
-        if not (isinstance(bbox, list) and len(bbox) == 4 and all(isinstance(v, (int, float)) for v in bbox)):
-            bad(f"{where}: bbox must be [x, y, width, height], got {bbox!r}")
-            return None
+        bbox = ann["bbox"]  # four finite numbers: checked when the file was read
         x, y, w, h = (float(v) for v in bbox)
         if w <= 0 or h <= 0:
             bad(f"{where}: bbox {bbox} has a width or height that is not positive")

@@ -15,7 +15,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from densevit.data.collate import PaddedImages
-from densevit.detection.position import PositionEmbeddingSine
+from densevit.detection.position import PositionEmbeddingSine, point_encoding
 from densevit.detection.transformer import Transformer, flatten_map
 
 Classification = Literal["softmax", "sigmoid"]
@@ -34,17 +34,6 @@ def grid_points(count: int) -> Tensor:
     rows = math.ceil(count / cols)
     ys, xs = torch.meshgrid((torch.arange(rows) + 0.5) / rows, (torch.arange(cols) + 0.5) / cols, indexing="ij")
     return torch.stack([xs.flatten(), ys.flatten()], dim=1)[:count]
-
-
-def point_encoding(points: Tensor, dim: int, temperature: float = 10000.0) -> Tensor:
-    """Sine encoding of normalised points [..., 2] (x, y) -> [..., dim] (y half, then x half),
-    the same formula as :class:`PositionEmbeddingSine` applies to pixel positions."""
-    half = dim // 2
-    dim_t = torch.arange(half, dtype=torch.float32, device=points.device)
-    dim_t = temperature ** (2 * torch.div(dim_t, 2, rounding_mode="floor") / half)
-    scaled = points.float()[..., None] * (2 * math.pi) / dim_t  # [..., 2, half]
-    encoded = torch.stack((scaled[..., 0::2].sin(), scaled[..., 1::2].cos()), dim=-1).flatten(-2)
-    return torch.cat([encoded[..., 1, :], encoded[..., 0, :]], dim=-1).to(points.dtype)
 
 
 class MLP(nn.Module):

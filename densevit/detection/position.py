@@ -7,6 +7,26 @@ import torch
 from torch import Tensor, nn
 
 
+def sine_encode(values: Tensor, num_feats: int, temperature: float = 10000.0) -> Tensor:
+    """Sine/cosine features of scalars: values [...] -> [..., num_feats].
+
+    Feature ``2i`` is ``sin(v / T^(2i/n))`` and ``2i + 1`` is ``cos(v / T^(2i/n))`` (DETR's
+    interleaved layout). Computed in float32 (float64 for float64 input).
+    """
+    dtype = torch.float64 if values.dtype == torch.float64 else torch.float32
+    dim_t = torch.arange(num_feats, dtype=dtype, device=values.device)
+    dim_t = temperature ** (2 * torch.div(dim_t, 2, rounding_mode="floor") / num_feats)
+    scaled = values.to(dtype)[..., None] / dim_t
+    return torch.stack((scaled[..., 0::2].sin(), scaled[..., 1::2].cos()), dim=-1).flatten(-2)
+
+
+def point_encoding(points: Tensor, dim: int, temperature: float = 10000.0) -> Tensor:
+    """Sine encoding of normalised points [..., 2] (x, y) -> [..., dim] (y half, then x half),
+    the formula :class:`PositionEmbeddingSine` applies to pixel positions."""
+    encoded = sine_encode(points * (2 * math.pi), dim // 2, temperature)  # [..., 2, dim/2]
+    return torch.cat([encoded[..., 1, :], encoded[..., 0, :]], dim=-1).to(points.dtype)
+
+
 class PositionEmbeddingSine(nn.Module):
     """2D sine/cosine encoding of each valid pixel's normalised (y, x) position.
 
@@ -32,11 +52,6 @@ class PositionEmbeddingSine(nn.Module):
             eps = 1e-6
             y_embed = y_embed / (y_embed[:, -1:, :] + eps) * self.scale
             x_embed = x_embed / (x_embed[:, :, -1:] + eps) * self.scale
-        dim_t = torch.arange(self.num_pos_feats, dtype=torch.float32, device=mask.device)
-        dim_t = self.temperature ** (2 * torch.div(dim_t, 2, rounding_mode="floor") / self.num_pos_feats)
-        pos_x = x_embed[..., None] / dim_t
-        pos_y = y_embed[..., None] / dim_t
-        # interleave sin (even channels) and cos (odd channels)
-        pos_x = torch.stack((pos_x[..., 0::2].sin(), pos_x[..., 1::2].cos()), dim=4).flatten(3)
-        pos_y = torch.stack((pos_y[..., 0::2].sin(), pos_y[..., 1::2].cos()), dim=4).flatten(3)
+        pos_y = sine_encode(y_embed, self.num_pos_feats, self.temperature)
+        pos_x = sine_encode(x_embed, self.num_pos_feats, self.temperature)
         return torch.cat((pos_y, pos_x), dim=3).permute(0, 3, 1, 2)

@@ -74,11 +74,12 @@ class DetectionEvaluator:
     """
 
     def __init__(self, annotation_file: str, category_ids: list[int]) -> None:
-        from densevit.evaluation.coco import COCOEvaluator
+        from densevit.evaluation.coco import COCOEvaluator, GroundTruth
 
-        known = {int(c["id"]) for c in load_coco(annotation_file).dataset["categories"]}
+        gt = GroundTruth(annotation_file, ("bbox",))  # read and checked once
+        known = {category_id for category_id, _ in gt.categories}
         self.mapping = {label: cid for label, cid in enumerate(category_ids) if cid in known}
-        self.coco = COCOEvaluator(annotation_file, iou_types=("bbox",), label_to_category_id=self.mapping)
+        self.coco = COCOEvaluator(gt, iou_types=("bbox",), label_to_category_id=self.mapping)
 
     def reset(self) -> None:
         self.coco.reset()

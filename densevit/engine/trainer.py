@@ -57,7 +57,7 @@ from densevit.engine.runtime import (
 from densevit.engine.sampler import ResumableDistributedSampler, ShardSampler
 from densevit.engine.task import Task
 from densevit.errors import ConfigError, UserInputError
-from densevit.io import json_safe, write_json_atomic, write_text_atomic
+from densevit.io import json_safe, plain, write_json_atomic, write_text_atomic
 
 CONFIG_FILE = "config.yaml"
 FINAL_METRICS_FILE = "metrics.json"
@@ -464,7 +464,7 @@ class Trainer:
         self.state.last_eval_step = self.state.step
         if self.val_set is None:
             return
-        metrics = _plain_metrics(self.evaluate())
+        metrics = plain(self.evaluate())
         self.state.metrics = metrics
         self.logger.log({"split": "val", "step": self.state.step, "epoch": self.state.epoch, **metrics})
         name = self.cfg.train.best_metric
@@ -636,11 +636,3 @@ def _loss_values(losses: dict[str, torch.Tensor]) -> dict[str, float]:
     names = sorted(losses, key=lambda n: (n != "loss", n))
     values = torch.stack([losses[n].detach().float().reshape(()) for n in names]).tolist()
     return dict(zip(names, values))
-
-
-def _plain_metrics(metrics: dict[str, Any]) -> dict[str, Any]:
-    """Metrics as JSON-ready values (tensors and numpy numbers become Python numbers)."""
-    out = {}
-    for name, value in metrics.items():
-        out[name] = value.tolist() if hasattr(value, "tolist") else value
-    return out

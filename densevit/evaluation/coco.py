@@ -12,6 +12,10 @@ inputs on which they silently go wrong or crash:
 - detections for an image id absent from the ground truth, unknown categories, boxes with a
   negative size and masks of the wrong size are errors that name the culprit.
 
+The ground truth is checked and renumbered by :class:`~densevit.evaluation.coco_gt.GroundTruth`;
+detections come in through ``process`` (a detector's tensors) or ``add_results`` (a results
+file's records), and both are checked as whole arrays on one intake path.
+
 Results are reported under the file's own ids and category names.
 """
 from __future__ import annotations
@@ -19,8 +23,6 @@ from __future__ import annotations
 import contextlib
 import gc
 import io
-import json
-import numbers
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -31,163 +33,16 @@ import torch
 from pycocotools import mask as mask_utils
 from pycocotools.coco import COCO
 from pycocotools.cocoeval import COCOeval
-from torchvision.ops import box_convert
 
+from densevit.data.coco_json import is_int as _is_int
+from densevit.data.coco_json import is_number, xywh_problem
 from densevit.distributed import all_gather_objects
 from densevit.errors import UserInputError
+from densevit.evaluation.coco_gt import BACKENDS, GroundTruth, resolve_backend, silent
 
 STAT_NAMES = ("AP", "AP50", "AP75", "APs", "APm", "APl", "AR1", "AR10", "AR100", "ARs", "ARm", "ARl")
 IOU_TYPES = ("bbox", "segm")
-BACKENDS = ("auto", "pycocotools", "faster_coco_eval")
-
-
-def _is_int(value: Any) -> bool:
-    return isinstance(value, numbers.Integral) and not isinstance(value, bool)
-
-
-def _is_number(value: Any) -> bool:
-    return isinstance(value, numbers.Real) and not isinstance(value, bool) and np.isfinite(value)
-
-
-def load_json(path: str | Path) -> Any:
-    """Parse a JSON file; a missing or malformed file is a ``UserInputError`` naming it."""
-    path = Path(path)
-    try:
-        with path.open() as handle:
-            return json.load(handle)
-    except FileNotFoundError:
-        raise UserInputError(f"{path}: file not found") from None
-    except json.JSONDecodeError as err:
-        raise UserInputError(f"{path}: malformed JSON ({err})") from None
-
-
-def faster_coco_eval_available() -> bool:
-    try:
-        import faster_coco_eval  # noqa: F401
-    except ImportError:
-        return False
-    return True
-
-
-def resolve_backend(backend: str) -> str:
-    """``auto`` is faster-coco-eval when installed, else pycocotools."""
-    if backend not in BACKENDS:
-        raise ValueError(f"backend must be one of {BACKENDS}, got {backend!r}")
-    if backend == "auto":
-        return "faster_coco_eval" if faster_coco_eval_available() else "pycocotools"
-    if backend == "faster_coco_eval" and not faster_coco_eval_available():
-        raise UserInputError("backend 'faster_coco_eval' needs the faster-coco-eval package "
-                             "(pip install 'densevit[fast]')")
-    return backend
-
-
-class GroundTruth:
-    """A validated COCO ground truth with ids renumbered for the evaluation tools.
-
-    Attributes:
-        dataset: the renumbered COCO dict (images, annotations, categories) given to the tools.
-        image_ids: the file's image id -> internal id (1..N, increasing with the file id).
-        category_ids: the file's category id -> internal id (1..K, increasing).
-        categories: ``(file category id, name)`` per internal id - 1.
-        image_sizes: internal image id -> ``(height, width)`` (None where the file has none).
-    """
-
-    def __init__(self, gt: str | Path | Mapping | COCO, iou_types: Sequence[str]) -> None:
-        if isinstance(gt, (str, Path)):
-            source, data = str(gt), load_json(gt)
-        elif isinstance(gt, COCO):
-            source, data = "ground truth", gt.dataset
-        else:
-            source, data = "ground truth", gt
-        self.source = source
-        self._validate(data, iou_types)
-        image_order = sorted(img["id"] for img in data["images"])
-        category_order = sorted(cat["id"] for cat in data["categories"])
-        self.image_ids = {file_id: k + 1 for k, file_id in enumerate(image_order)}
-        self.file_image_ids = image_order
-        self.category_ids = {file_id: k + 1 for k, file_id in enumerate(category_order)}
-        names = {cat["id"]: str(cat.get("name", cat["id"])) for cat in data["categories"]}
-        self.categories = [(file_id, names[file_id]) for file_id in category_order]
-        images = [{**img, "id": self.image_ids[img["id"]]} for img in data["images"]]
-        self.image_sizes = {img["id"]: (img.get("height"), img.get("width")) for img in images}
-        annotations = [
-            {**ann, "id": k + 1, "image_id": self.image_ids[ann["image_id"]],
-             "category_id": self.category_ids[ann["category_id"]], "iscrowd": int(ann.get("iscrowd", 0))}
-            for k, ann in enumerate(data["annotations"])
-        ]
-        categories = [{**cat, "id": self.category_ids[cat["id"]]} for cat in data["categories"]]
-        self.dataset = {"images": images, "annotations": annotations, "categories": categories}
-        self._coco: dict[str, Any] = {}
-
-    def _validate(self, data: Any, iou_types: Sequence[str]) -> None:
-        src = self.source
-        if not isinstance(data, Mapping):
-            raise UserInputError(f"{src}: expected a COCO object with 'images', 'annotations' and "
-                                 f"'categories', got {type(data).__name__}")
-        for key in ("images", "annotations", "categories"):
-            if not isinstance(data.get(key), list):
-                raise UserInputError(f"{src}: missing key '{key}' (a list)")
-        image_ids: set = set()
-        for k, img in enumerate(data["images"]):
-            if not isinstance(img, Mapping) or not _is_int(img.get("id")):
-                raise UserInputError(f"{src}: images[{k}]: missing or non-integer 'id'")
-            if img["id"] in image_ids:
-                raise UserInputError(f"{src}: images[{k}]: duplicate image id {img['id']}")
-            if "segm" in iou_types and not (_is_int(img.get("height")) and _is_int(img.get("width"))):
-                raise UserInputError(f"{src}: images[{k}] (id {img['id']}): mask evaluation needs "
-                                     "integer 'height' and 'width'")
-            image_ids.add(img["id"])
-        category_ids: set = set()
-        for k, cat in enumerate(data["categories"]):
-            if not isinstance(cat, Mapping) or not _is_int(cat.get("id")):
-                raise UserInputError(f"{src}: categories[{k}]: missing or non-integer 'id'")
-            if cat["id"] in category_ids:
-                raise UserInputError(f"{src}: categories[{k}]: duplicate category id {cat['id']}")
-            category_ids.add(cat["id"])
-        geometry = "bbox" if "bbox" in iou_types else "segmentation"
-        for k, ann in enumerate(data["annotations"]):
-            where = f"{src}: annotations[{k}]"
-            if not isinstance(ann, Mapping):
-                raise UserInputError(f"{where}: expected an object")
-            for key in ("image_id", "category_id", "area", geometry):
-                if key not in ann:
-                    raise UserInputError(f"{where}: missing key '{key}'")
-            if "segm" in iou_types and "segmentation" not in ann:
-                raise UserInputError(f"{where}: missing key 'segmentation'")
-            if ann["image_id"] not in image_ids:
-                raise UserInputError(f"{where}: image_id {ann['image_id']!r} is not in 'images'")
-            if ann["category_id"] not in category_ids:
-                raise UserInputError(f"{where}: category_id {ann['category_id']!r} is not in 'categories'")
-            if not _is_number(ann["area"]):
-                raise UserInputError(f"{where}: 'area' must be a finite number, got {ann['area']!r}")
-            if "bbox" in iou_types:
-                _check_xywh(ann["bbox"], where)
-
-    def coco(self, backend: str) -> Any:
-        """The ground truth as the backend's COCO object (built once per backend)."""
-        if backend not in self._coco:
-            if backend == "pycocotools":
-                gt = COCO()
-                gt.dataset = self.dataset
-                with contextlib.redirect_stdout(io.StringIO()):
-                    gt.createIndex()
-            else:
-                import faster_coco_eval
-
-                gt = faster_coco_eval.COCO(self.dataset, print_function=_silent)
-            self._coco[backend] = gt
-        return self._coco[backend]
-
-
-def _silent(*_: Any, **__: Any) -> None:
-    """A print function for faster-coco-eval that prints nothing."""
-
-
-def _check_xywh(box: Any, where: str) -> None:
-    if not (isinstance(box, (list, tuple)) and len(box) == 4 and all(_is_number(v) for v in box)):
-        raise UserInputError(f"{where}: 'bbox' must be 4 finite numbers [x, y, width, height], got {box!r}")
-    if box[2] < 0 or box[3] < 0:
-        raise UserInputError(f"{where}: 'bbox' {list(box)} has a negative width or height")
+__all__ = ["BACKENDS", "COCOEvaluator", "GroundTruth", "IOU_TYPES", "STAT_NAMES", "format_table", "scalar_metrics"]
 
 
 @dataclass
@@ -239,7 +94,7 @@ class COCOEvaluator:
 
     def __init__(
         self,
-        gt: str | Path | Mapping | COCO,
+        gt: str | Path | Mapping | COCO | GroundTruth,
         iou_types: Sequence[str] = ("bbox",),
         backend: str = "auto",
         label_to_category_id: Sequence[int] | Mapping[int, int] | None = None,
@@ -250,7 +105,7 @@ class COCOEvaluator:
             raise ValueError(f"iou_types must be a non-empty subset of {IOU_TYPES}, got {iou_types}")
         self.iou_types = iou_types
         self.backend = resolve_backend(backend)
-        self.gt = GroundTruth(gt, iou_types)
+        self.gt = gt if isinstance(gt, GroundTruth) else GroundTruth(gt, iou_types)
         self._label_lut: dict[int, int] | None = None
         if label_to_category_id is not None:
             pairs = (label_to_category_id.items() if isinstance(label_to_category_id, Mapping)
@@ -268,6 +123,9 @@ class COCOEvaluator:
         self._images: dict[int, ImageDetections] = {}
 
     # ------------------------------------------------------------------ input
+    # Two ways in (a detector's tensors, or a results file's records), one way to store: both
+    # end in _intake, which checks the arrays as a whole and keeps one ImageDetections per image.
+
     def process(self, predictions: Sequence[Mapping] | Mapping[Any, Mapping],
                 targets: Sequence[Mapping] | None = None) -> None:
         """Add the detections of a batch of images.
@@ -293,7 +151,29 @@ class COCOEvaluator:
                     image_id = targets[k]["image_id"]
                 pairs.append((image_id, prediction))
         for image_id, prediction in pairs:
-            self._add_image(self._internal_image_id(image_id, "predictions"), prediction)
+            image = self._internal_image_id(image_id, "predictions")
+            where = f"image {self.gt.file_image_ids[image - 1]}"
+            for key in ("boxes", "scores", "labels"):
+                if key not in prediction:
+                    raise ValueError(f"{where}: prediction has no '{key}'")
+            xyxy = _numpy(prediction["boxes"], np.float64).reshape(-1, 4)
+            scores = _numpy(prediction["scores"], np.float64).reshape(-1)
+            labels = _numpy(prediction["labels"], None).reshape(-1)
+            if not np.issubdtype(labels.dtype, np.integer):
+                if not (np.isfinite(labels).all() and (labels == np.round(labels)).all()):
+                    raise ValueError(f"{where}: labels must be integers")
+                labels = labels.astype(np.int64)
+            if not (len(xyxy) == len(scores) == len(labels)):
+                raise ValueError(f"{where}: {len(xyxy)} boxes, {len(scores)} scores and {len(labels)} "
+                                 "labels; expected one of each per detection")
+            masks = None
+            if "segm" in self.iou_types:
+                if "masks" not in prediction:
+                    raise ValueError(f"{where}: mask evaluation needs 'masks' in every prediction")
+                masks = self._masks_to_rles(prediction["masks"], image, len(xyxy), where)
+            xywh = np.concatenate([xyxy[:, :2], xyxy[:, 2:] - xyxy[:, :2]], axis=1)
+            self._intake(image, xywh, scores, self._categories_of(labels, where), masks,
+                         lambda k: f"{where}: box {k} {xyxy[k].tolist()} (pixel x1, y1, x2, y2)")
 
     def add_results(self, results: Any, source: str = "results") -> None:
         """Add detections in the COCO results format (as written by detectors to a JSON file).
@@ -305,39 +185,52 @@ class COCOEvaluator:
         """
         if not isinstance(results, list):
             raise UserInputError(f"{source}: expected a list of detections, got {type(results).__name__}")
-        need = ("image_id", "category_id", "score") + tuple(
+        keys = ("image_id", "category_id", "score") + tuple(
             "bbox" if t == "bbox" else "segmentation" for t in self.iou_types)
-        grouped: dict[int, list[tuple[list, float, int, Any]]] = {}
-        for k, det in enumerate(results):
-            where = f"{source}: [{k}]"
-            if not isinstance(det, Mapping):
-                raise UserInputError(f"{where}: expected an object, got {type(det).__name__}")
-            for key in need:
-                if key not in det:
-                    raise UserInputError(f"{where}: missing key '{key}'")
-            image = self._internal_image_id(det["image_id"], where)
-            if det["category_id"] not in self.gt.category_ids:
-                raise UserInputError(f"{where}: category_id {det['category_id']!r} is not in the ground "
-                                     "truth categories")
-            if not _is_number(det["score"]):
-                raise UserInputError(f"{where}: 'score' must be a finite number, got {det['score']!r}")
-            box = det.get("bbox", [0.0, 0.0, 0.0, 0.0])
-            if "bbox" in self.iou_types:
-                _check_xywh(box, where)
-            mask = (self._to_rle(det["segmentation"], image, where)
-                    if "segm" in self.iou_types else None)
-            grouped.setdefault(image, []).append(
-                (list(box), det["score"], self.gt.category_ids[det["category_id"]], mask))
-        for image, rows in grouped.items():
-            if image in self._images:
-                continue
-            boxes, scores, categories, masks = zip(*rows)
-            self._images[image] = ImageDetections(
-                boxes=np.asarray(boxes, dtype=np.float64).reshape(-1, 4),
-                scores=np.asarray(scores, dtype=np.float64),
-                category_ids=np.asarray(categories, dtype=np.int64),
-                masks=list(masks) if "segm" in self.iou_types else None,
-            )
+        columns = _columns(results, keys, source)
+        images = self._mapped(columns["image_id"], self.gt.image_ids, source, "image_id",
+                              f"is not in the ground truth {self.gt.source}")
+        categories = self._mapped(columns["category_id"], self.gt.category_ids, source, "category_id",
+                                  "is not in the ground truth categories")
+        scores = _number_column(columns["score"], source, "score")
+        if "bbox" in self.iou_types:
+            xywh = _number_column(columns["bbox"], source, "bbox")
+        else:
+            xywh = np.zeros((len(results), 4))
+        masks = ([self._to_rle(seg, image, f"{source}: [{k}]") for k, (seg, image) in
+                  enumerate(zip(columns["segmentation"], images.tolist()))] if "segm" in self.iou_types else None)
+        order = np.argsort(images, kind="stable")
+        starts = np.flatnonzero(np.diff(images[order], prepend=-1))
+        for rows in np.split(order, starts[1:]):
+            if rows.size:
+                self._intake(int(images[rows[0]]), xywh[rows], scores[rows], categories[rows],
+                             [masks[k] for k in rows] if masks is not None else None,
+                             lambda k, rows=rows: f"{source}: [{rows[k]}]: 'bbox' {xywh[rows[k]].tolist()}")
+
+    def _intake(self, image: int, xywh: np.ndarray, scores: np.ndarray, categories: np.ndarray,
+                masks: list[dict] | None, describe: Any) -> None:
+        """Check one image's detections as arrays and keep them (an image seen again is ignored)."""
+        if image in self._images:
+            return
+        bad = ~(np.isfinite(xywh).all(axis=1) & np.isfinite(scores))
+        if bad.any():
+            raise UserInputError(f"{describe(int(np.argmax(bad)))}: boxes and scores must be finite")
+        negative = (xywh[:, 2:] < 0).any(axis=1)
+        if negative.any():
+            raise UserInputError(f"{describe(int(np.argmax(negative)))}: has a negative width or height")
+        self._images[image] = ImageDetections(xywh, scores, categories, masks)
+
+    def _mapped(self, values: list[Any], table: Mapping[int, int], source: str, key: str, missing: str) -> np.ndarray:
+        """File ids -> internal ids as an int64 array; the first value that is no integer or not in
+        ``table`` is an error naming its record."""
+        mapped = [table.get(v) if type(v) is int else None for v in values]  # noqa: E721 - bools are not ids
+        if None in mapped:
+            k = mapped.index(None)
+            value = values[k]
+            if not _is_int(value):
+                raise UserInputError(f"{source}: [{k}]: {key} must be an integer, got {value!r}")
+            raise UserInputError(f"{source}: [{k}]: {key} {value} {missing}")
+        return np.asarray(mapped, dtype=np.int64)
 
     def _internal_image_id(self, image_id: Any, where: str) -> int:
         if isinstance(image_id, torch.Tensor):
@@ -349,38 +242,6 @@ class COCOEvaluator:
             raise UserInputError(f"{where}: image_id {image_id} is not in the ground truth "
                                  f"{self.gt.source}")
         return internal
-
-    def _add_image(self, image: int, prediction: Mapping) -> None:
-        if image in self._images:
-            return
-        where = f"image {self.gt.file_image_ids[image - 1]}"
-        for key in ("boxes", "scores", "labels"):
-            if key not in prediction:
-                raise ValueError(f"{where}: prediction has no '{key}'")
-        boxes = _numpy(prediction["boxes"], np.float64).reshape(-1, 4)
-        scores = _numpy(prediction["scores"], np.float64).reshape(-1)
-        labels = _numpy(prediction["labels"], None).reshape(-1)
-        if not (len(boxes) == len(scores) == len(labels)):
-            raise ValueError(f"{where}: {len(boxes)} boxes, {len(scores)} scores and {len(labels)} "
-                             "labels; expected one of each per detection")
-        if not (np.isfinite(boxes).all() and np.isfinite(scores).all()):
-            raise ValueError(f"{where}: boxes and scores must be finite")
-        if not np.issubdtype(labels.dtype, np.integer):
-            if not (np.isfinite(labels).all() and (labels == np.round(labels)).all()):
-                raise ValueError(f"{where}: labels must be integers")
-            labels = labels.astype(np.int64)
-        xywh = box_convert(torch.from_numpy(boxes), "xyxy", "xywh").numpy()
-        if (xywh[:, 2:] < 0).any():
-            bad = int(np.nonzero((xywh[:, 2:] < 0).any(1))[0][0])
-            raise UserInputError(f"{where}: box {bad} {boxes[bad].tolist()} has a negative size "
-                                 "(expected pixel x1, y1, x2, y2 with x2 >= x1 and y2 >= y1)")
-        masks = None
-        if "segm" in self.iou_types:
-            if "masks" not in prediction:
-                raise ValueError(f"{where}: mask evaluation needs 'masks' in every prediction")
-            masks = self._masks_to_rles(prediction["masks"], image, len(boxes), where)
-        self._images[image] = ImageDetections(
-            xywh, scores, self._categories_of(labels, where), masks)
 
     def _categories_of(self, labels: np.ndarray, where: str) -> np.ndarray:
         lut = self._label_lut if self._label_lut is not None else self.gt.category_ids
@@ -463,8 +324,8 @@ class COCOEvaluator:
         else:
             import faster_coco_eval
 
-            dt = faster_coco_eval.COCO(dataset, print_function=_silent)
-            evaluator = faster_coco_eval.COCOeval_faster(gt, dt, iou_type, print_function=_silent)
+            dt = faster_coco_eval.COCO(dataset, print_function=silent)
+            evaluator = faster_coco_eval.COCOeval_faster(gt, dt, iou_type, print_function=silent)
             evaluator.evaluate()
             evaluator.accumulate()
             evaluator.summarize()
@@ -482,6 +343,41 @@ class COCOEvaluator:
                 row[key] = float(np.mean(valid)) if valid.size else -1.0
             rows.append(row)
         return rows
+
+
+def _columns(results: list[Any], keys: Sequence[str], source: str) -> dict[str, list[Any]]:
+    """One list per key over all records; the first record that is no object or lacks a key is an error."""
+    try:
+        return {key: [record[key] for record in results] for key in keys}
+    except (KeyError, TypeError, IndexError):
+        for k, record in enumerate(results):
+            if not isinstance(record, Mapping):
+                raise UserInputError(f"{source}: [{k}]: expected an object, got {type(record).__name__}") from None
+            for key in keys:
+                if key not in record:
+                    raise UserInputError(f"{source}: [{k}]: missing key '{key}'") from None
+        raise
+
+
+def _number_column(values: list[Any], source: str, key: str) -> np.ndarray:
+    """Scores (one number each) or boxes (four each) as a float64 array; the first value that is
+    not made of finite numbers is an error naming its record."""
+    width = 4 if key == "bbox" else None
+    if not values:
+        return np.zeros((0, width) if width else (0,))
+    try:
+        array = np.asarray(values, dtype=np.float64)
+        fits = array.shape == ((len(values), width) if width else (len(values),))
+        ok = fits and bool(np.isfinite(array).all()) and not any(type(v) is bool for v in values)  # noqa: E721
+    except (TypeError, ValueError):
+        ok = False
+    if ok:
+        return array
+    for k, value in enumerate(values):
+        problem = xywh_problem(value) if width else (None if is_number(value) else "not a finite number")
+        if problem:
+            raise UserInputError(f"{source}: [{k}]: {problem if width else f'{key!r} must be a finite number, got {value!r}'}")
+    raise UserInputError(f"{source}: {key!r} values must be finite numbers")
 
 
 @contextlib.contextmanager

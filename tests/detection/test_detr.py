@@ -1,13 +1,15 @@
 """DETR model: size, output contract, padding masks, every query type, every backbone family."""
 from __future__ import annotations
 
+import math
+
 import pytest
 import torch
 
 import densevit
 from densevit.data.collate import PaddedImages, pad_images
 from densevit.detection.detr import token_proposals
-from densevit.detection.position import PositionEmbeddingSine
+from densevit.detection.position import PositionEmbeddingSine, point_encoding
 from densevit.detection.transformer import Transformer
 
 SMALL = dict(num_queries=8, hidden_dim=32, num_heads=4, num_encoder_layers=1, num_decoder_layers=2, ffn_dim=64)
@@ -75,6 +77,22 @@ def test_position_encoding_of_a_padded_image_equals_the_image_alone():
     mask[:, :5, :7] = False
     padded = encoder(mask)
     torch.testing.assert_close(padded[..., :5, :7], alone)
+
+
+def test_position_encoding_follows_the_formula_and_point_encoding_agrees():
+    """Pixel (i, j) of an H x W map: sin/cos of ((i+1)/H * 2pi) / 10000^(2k/F), y half then x half."""
+    height, width, feats = 3, 5, 8
+    pos = PositionEmbeddingSine(feats)(torch.zeros(1, height, width, dtype=torch.bool))[0]  # [2F, H, W]
+    for i, j in [(0, 0), (2, 4), (1, 3)]:
+        y, x = (i + 1) / (height + 1e-6) * 2 * math.pi, (j + 1) / (width + 1e-6) * 2 * math.pi
+        expected = []
+        for value in (y, x):
+            for k in range(feats):
+                angle = value / 10000 ** (2 * (k // 2) / feats)
+                expected.append(math.sin(angle) if k % 2 == 0 else math.cos(angle))
+        torch.testing.assert_close(pos[:, i, j], torch.tensor(expected), rtol=0, atol=1e-6)
+        point = torch.tensor([(j + 1) / width, (i + 1) / height])
+        torch.testing.assert_close(point_encoding(point, 2 * feats), torch.tensor(expected), rtol=0, atol=1e-5)
 
 
 def test_token_proposals_centre_on_the_valid_region():

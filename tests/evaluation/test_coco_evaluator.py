@@ -278,12 +278,12 @@ def test_refuses_negative_boxes_unknown_categories_and_missing_keys():
     with pytest.raises(UserInputError, match=r"\[0\]: missing key 'score'"):
         evaluate(gt, [{"image_id": 101, "category_id": 3, "bbox": [10, 10, 2, 5]}])
     evaluator = COCOEvaluator(gt, backend="pycocotools")
-    with pytest.raises(UserInputError, match="negative size"):
+    with pytest.raises(UserInputError, match=r"box 0 \[10.0, 10.0, 5.0, 20.0\].*negative width or height"):
         evaluator.process({101: {"boxes": torch.tensor([[10.0, 10.0, 5.0, 20.0]]), "scores": torch.ones(1),
                                  "labels": torch.tensor([3])}})
     broken = copy.deepcopy(gt)
     del broken["annotations"][0]["area"]
-    with pytest.raises(UserInputError, match=r"annotations\[0\]: missing key 'area'"):
+    with pytest.raises(UserInputError, match=r"annotations\[0\] \(annotation id \d+, image id \d+\): missing key 'area'"):
         COCOEvaluator(broken)
 
 
