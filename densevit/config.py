@@ -94,6 +94,17 @@ class TrainConfig:
     plot_curves: bool = True  # curves.png at the end of the run when matplotlib is installed
     imports: list[str] = field(default_factory=list)  # modules that register custom tasks/models
 
+    def check(self) -> None:
+        """Values the types allow but the loop cannot use are a ``ConfigError`` naming the key."""
+        if (self.epochs > 0) == (self.iters > 0):
+            raise ConfigError("train.epochs / train.iters: set exactly one of them to a positive number")
+        for name in ("batch_size", "accumulate_steps"):
+            if getattr(self, name) < 1:
+                raise ConfigError(f"train.{name}: expected a positive integer, got {getattr(self, name)}")
+        for name in ("eval_every", "checkpoint_every", "eval_batch_size", "num_workers"):
+            if getattr(self, name) < 0:
+                raise ConfigError(f"train.{name}: expected 0 or more, got {getattr(self, name)}")
+
 
 @dataclass
 class ExperimentConfig:

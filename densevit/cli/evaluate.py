@@ -24,7 +24,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     from densevit.config import load_config
     from densevit.distributed import launcher_rank
-    from densevit.engine.trainer import evaluate
+    from densevit.engine.evaluate import evaluate
     from densevit.io import dumps_json, write_text_atomic
 
     cfg = load_config(args.config, args.overrides)

@@ -33,7 +33,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     from densevit.config import load_config
     from densevit.distributed import launcher_rank
-    from densevit.engine.trainer import NonFiniteLossError, TrainingInterrupted, train
+    from densevit.engine.signals import TrainingInterrupted
+    from densevit.engine.trainer import NonFiniteLossError, train
     from densevit.io import dumps_json
 
     cfg = load_config(args.config, args.overrides)

@@ -12,15 +12,11 @@ micro-batches. Schedules, ``train.iters`` and iteration-based cadences count ste
 from __future__ import annotations
 
 import contextlib
-import dataclasses
 import itertools
 import math
-import signal
 import sys
-import threading
 import time
 import warnings
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterator
 
@@ -33,7 +29,7 @@ from tqdm import tqdm
 
 from densevit import distributed as dist
 from densevit.config import ExperimentConfig
-from densevit.engine.build import build_model, build_task, load_model_weights
+from densevit.engine.build import build_model, build_task
 from densevit.engine.checkpoint import (
     BEST,
     LAST,
@@ -41,6 +37,7 @@ from densevit.engine.checkpoint import (
     load_checkpoint,
     save_checkpoint,
 )
+from densevit.engine.evaluate import evaluate_model
 from densevit.engine.logs import RunLogger
 from densevit.engine.optim import build_optimizer, build_scheduler
 from densevit.engine.runtime import (
@@ -49,15 +46,15 @@ from densevit.engine.runtime import (
     grad_scaler,
     resolve_device,
     resolve_precision,
-    rng_state,
     seed_everything,
     set_deterministic,
-    set_rng_state,
 )
-from densevit.engine.sampler import ResumableDistributedSampler, ShardSampler
+from densevit.engine.sampler import ResumableDistributedSampler
+from densevit.engine.signals import StopRequest, TrainingInterrupted
+from densevit.engine.state import LoopState, capture, restore
 from densevit.engine.task import Task
-from densevit.errors import ConfigError, UserInputError
-from densevit.io import json_safe, plain, write_json_atomic, write_text_atomic
+from densevit.errors import ConfigError
+from densevit.io import plain, write_json_atomic, write_text_atomic
 
 CONFIG_FILE = "config.yaml"
 FINAL_METRICS_FILE = "metrics.json"
@@ -65,65 +62,6 @@ FINAL_METRICS_FILE = "metrics.json"
 
 class NonFiniteLossError(RuntimeError):
     """The loss became NaN or Inf (``train.nan_policy: stop``); no checkpoint was written for it."""
-
-
-class TrainingInterrupted(Exception):
-    """SIGINT or SIGTERM arrived; a resumable checkpoint was written first."""
-
-    def __init__(self, message: str, checkpoint: Path | None) -> None:
-        super().__init__(message)
-        self.checkpoint = checkpoint
-
-
-@dataclass
-class LoopState:
-    """Where the loop is: what a checkpoint needs to continue exactly."""
-
-    epoch: int = 0  # the epoch being trained (0-based)
-    batch_in_epoch: int = 0  # micro-batches of this epoch already consumed (by this process)
-    step: int = 0  # optimiser steps done
-    best: float | None = None  # best value of train.best_metric so far
-    last_eval_step: int = -1  # the step of the latest evaluation
-    metrics: dict[str, Any] = field(default_factory=dict)  # its metrics (JSON-ready)
-
-
-class StopRequest:
-    """Turns SIGINT/SIGTERM into a flag the loop checks between steps (a later second SIGINT aborts)."""
-
-    SIGNALS = (signal.SIGINT, signal.SIGTERM)
-
-    def __init__(self) -> None:
-        self.signal_name: str | None = None
-        self._first_at = 0.0
-        self._previous: dict[int, Any] = {}
-
-    def __enter__(self) -> "StopRequest":
-        if threading.current_thread() is threading.main_thread():
-            for sig in self.SIGNALS:
-                self._previous[sig] = signal.signal(sig, self._handle)
-        return self
-
-    def __exit__(self, *exc: Any) -> None:
-        for sig, handler in self._previous.items():
-            signal.signal(sig, handler)
-        self._previous.clear()
-
-    # torchrun forwards the Ctrl-C that the terminal also sent each worker: repeats this
-    # close together are one request; a later second Ctrl-C means "stop now".
-    REPEAT_WINDOW_S = 2.0
-
-    def _handle(self, signum: int, frame: Any) -> None:
-        now = time.monotonic()
-        if self.signal_name is not None:
-            if signum == signal.SIGINT and now - self._first_at > self.REPEAT_WINDOW_S:
-                raise KeyboardInterrupt  # asked twice: stop now, without the checkpoint
-            return
-        self.signal_name = signal.Signals(signum).name
-        self._first_at = now
-
-    @property
-    def requested(self) -> bool:
-        return self.signal_name is not None
 
 
 class Trainer:
@@ -146,7 +84,7 @@ class Trainer:
         self.rank, self.world = dist.rank(), dist.world_size()
         self.main = dist.is_main_process()
         self.precision = resolve_precision(tcfg.precision, self.device)
-        _check_loop_config(cfg)
+        tcfg.check()
         set_deterministic(cfg.deterministic)
 
         # The same seed on every process for the weights (DDP starts from rank 0's anyway, and
@@ -216,24 +154,9 @@ class Trainer:
 
     def checkpoint_state(self) -> dict[str, Any]:
         """Everything needed to continue; gathers every process's RNG state (collective)."""
-        rngs = dist.all_gather_objects(rng_state())
-        return {
-            "model": self.model.state_dict(),
-            "config": self.cfg.to_dict(),
-            "class_names": list(self.task.class_names()),
-            "optimizer": self.optimizer.state_dict(),
-            "scheduler": self.scheduler.state_dict(),
-            "scaler": self.scaler.state_dict() if self.scaler is not None else None,
-            "epoch": self.state.epoch,
-            "batch_in_epoch": self.state.batch_in_epoch,
-            "step": self.state.step,
-            "best": self.state.best,
-            "last_eval_step": self.state.last_eval_step,
-            # Plain numbers only (numpy scalars would make weights_only loading refuse the file).
-            "metrics": json_safe(self.state.metrics),
-            "world_size": self.world,
-            "rng": rngs,
-        }
+        return capture(model=self.model, optimizer=self.optimizer, scheduler=self.scheduler, scaler=self.scaler,
+                       state=self.state, config=self.cfg.to_dict(), class_names=self.task.class_names(),
+                       world=self.world)
 
     def save(self, name: str) -> Path:
         """Write checkpoint ``name`` in the run directory (main process; all must call)."""
@@ -249,32 +172,9 @@ class Trainer:
     def resume(self, path: Path) -> None:
         """Restore model, optimiser, scheduler, scaler, position and RNG states from ``path``."""
         checkpoint = load_checkpoint(path, map_location=self.device)
-        for key in ("optimizer", "scheduler", "step", "epoch", "rng"):
-            if key not in checkpoint:
-                raise UserInputError(f"{path}: field {key!r} missing: not a resumable training checkpoint")
-        if checkpoint.get("world_size", self.world) != self.world:
-            raise UserInputError(
-                f"{path}: written by {checkpoint['world_size']} processes; resume with the same number "
-                f"(now {self.world}) so that every process continues its own shard"
-            )
-        load_model_weights(self.model, checkpoint, path)
-        try:
-            self.optimizer.load_state_dict(checkpoint["optimizer"])
-            self.scheduler.load_state_dict(checkpoint["scheduler"])
-        except (ValueError, KeyError) as err:
-            raise UserInputError(f"{path}: field 'optimizer'/'scheduler' does not fit this config: {err}") from None
-        if self.scaler is not None and checkpoint.get("scaler"):
-            self.scaler.load_state_dict(checkpoint["scaler"])
-        self.state = LoopState(
-            epoch=int(checkpoint["epoch"]),
-            batch_in_epoch=int(checkpoint.get("batch_in_epoch", 0)),
-            step=int(checkpoint["step"]),
-            best=checkpoint.get("best"),
-            last_eval_step=int(checkpoint.get("last_eval_step", -1)),
-            metrics=dict(checkpoint.get("metrics") or {}),
-        )
+        self.state = restore(checkpoint, path, model=self.model, optimizer=self.optimizer, scheduler=self.scheduler,
+                             scaler=self.scaler, world=self.world, rank=self.rank)
         self.last_saved_step = self.state.step
-        set_rng_state(checkpoint["rng"][self.rank])
         self.logger.truncate_after(self.state.step)
 
     # ------------------------------------------------------------------ the loop
@@ -524,41 +424,6 @@ class Trainer:
             dist.shutdown_distributed()
 
 
-def evaluate_model(
-    task: Task,
-    model: nn.Module,
-    dataset: Dataset,
-    make_loader: Any,
-    batch_size: int,
-    device: torch.device,
-    precision: str,
-    use_channels_last: bool = False,
-) -> dict[str, Any]:
-    """Run ``task.eval_step`` over ``dataset`` and return the evaluator's metrics (on every process).
-
-    Under DDP each process takes an unpadded shard, so every sample is scored exactly once;
-    every process calls ``compute()``, which combines the shards (the evaluator contract),
-    and the main process's result is then shared so that all take the same decisions.
-    """
-    sampler = ShardSampler(len(dataset), dist.world_size(), dist.rank())
-    loader = make_loader(dataset, sampler, batch_size, False)
-    evaluator = task.build_evaluator()
-    evaluator.reset()
-    was_training = model.training
-    model.eval()
-    with torch.no_grad():
-        for batch in loader:
-            images, targets = task.to_device(batch, device)
-            if use_channels_last:
-                images = channels_last(images)
-            with autocast(precision, device):
-                predictions = task.eval_step(model, images, targets)
-            evaluator.process(predictions, targets)
-    metrics = evaluator.compute()
-    model.train(was_training)
-    return dist.broadcast_object(metrics)
-
-
 def train(cfg: ExperimentConfig, out_dir: Path, resume: str | None = None, device: str = "auto") -> dict[str, Any]:
     """Train ``cfg`` into run directory ``out_dir``; returns the final validation metrics.
 
@@ -572,61 +437,7 @@ def train(cfg: ExperimentConfig, out_dir: Path, resume: str | None = None, devic
         trainer.close()
 
 
-def evaluate(cfg: ExperimentConfig, checkpoint: str | Path, device: str = "auto") -> dict[str, Any]:
-    """Score the checkpoint's weights on ``cfg``'s validation set (also under torchrun)."""
-    # The checkpoint provides every weight: never read model.pretrained (it may be gone).
-    cfg = dataclasses.replace(cfg, model=dataclasses.replace(cfg.model, pretrained=None))
-    torch_device = resolve_device(device if device != "auto" else cfg.train.device)
-    joined = dist.init_distributed(torch_device)
-    try:
-        task = build_task(cfg)
-        _, val_set = task.build_datasets()
-        if val_set is None:
-            raise ConfigError(f"data: task {cfg.task!r} built no validation dataset from this config")
-        model = task.build_model()
-        load_model_weights(model, load_checkpoint(checkpoint), checkpoint)
-        model.to(torch_device)
-        if cfg.train.channels_last:
-            model = model.to(memory_format=torch.channels_last)
-
-        def make_loader(dataset: Dataset, sampler: Any, batch_size: int, drop_last: bool) -> DataLoader:
-            return DataLoader(
-                dataset,
-                batch_size=batch_size,
-                sampler=sampler,
-                drop_last=drop_last,
-                num_workers=cfg.train.num_workers,
-                collate_fn=task.collate,
-            )
-
-        return evaluate_model(
-            task,
-            model,
-            val_set,
-            make_loader,
-            cfg.train.eval_batch_size or cfg.train.batch_size,
-            torch_device,
-            resolve_precision(cfg.train.precision, torch_device),
-            cfg.train.channels_last,
-        )
-    finally:
-        if joined:
-            dist.shutdown_distributed()
-
-
 # ---------------------------------------------------------------------- module helpers
-
-
-def _check_loop_config(cfg: ExperimentConfig) -> None:
-    t = cfg.train
-    if (t.epochs > 0) == (t.iters > 0):
-        raise ConfigError("train.epochs / train.iters: set exactly one of them to a positive number")
-    for name in ("batch_size", "accumulate_steps"):
-        if getattr(t, name) < 1:
-            raise ConfigError(f"train.{name}: expected a positive integer, got {getattr(t, name)}")
-    for name in ("eval_every", "checkpoint_every", "eval_batch_size", "num_workers"):
-        if getattr(t, name) < 0:
-            raise ConfigError(f"train.{name}: expected 0 or more, got {getattr(t, name)}")
 
 
 def _loss_values(losses: dict[str, torch.Tensor]) -> dict[str, float]:

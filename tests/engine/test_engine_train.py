@@ -11,7 +11,8 @@ from toy_segmentation_task import toy_config
 
 from densevit.engine.checkpoint import load_checkpoint
 from densevit.engine.logs import read_records
-from densevit.engine.trainer import NonFiniteLossError, TrainingInterrupted, train
+from densevit.engine.signals import TrainingInterrupted
+from densevit.engine.trainer import NonFiniteLossError, train
 
 
 def records_without_timing(run_dir):
@@ -150,7 +151,7 @@ def test_stop_request_merges_forwarded_signals_and_aborts_on_a_later_second_ctrl
     import os
     import time
 
-    from densevit.engine.trainer import StopRequest
+    from densevit.engine.signals import StopRequest
 
     with StopRequest() as stop:
         os.kill(os.getpid(), signal.SIGINT)

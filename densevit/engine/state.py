@@ -1,0 +1,84 @@
+"""What a training checkpoint holds to continue exactly, and putting it back."""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from densevit import distributed as dist
+from densevit.engine.build import load_model_weights
+from densevit.engine.runtime import rng_state, set_rng_state
+from densevit.errors import UserInputError
+from densevit.io import json_safe
+
+RESUME_FIELDS = ("optimizer", "scheduler", "step", "epoch", "rng")
+
+
+@dataclass
+class LoopState:
+    """Where the loop is: what a checkpoint needs to continue exactly."""
+
+    epoch: int = 0  # the epoch being trained (0-based)
+    batch_in_epoch: int = 0  # micro-batches of this epoch already consumed (by this process)
+    step: int = 0  # optimiser steps done
+    best: float | None = None  # best value of train.best_metric so far
+    last_eval_step: int = -1  # the step of the latest evaluation
+    metrics: dict[str, Any] = field(default_factory=dict)  # its metrics (JSON-ready)
+
+
+def capture(*, model: nn.Module, optimizer: torch.optim.Optimizer, scheduler: Any, scaler: Any, state: LoopState,
+            config: dict[str, Any], class_names: list[str], world: int) -> dict[str, Any]:
+    """The checkpoint dict of a run (see :mod:`densevit.engine.checkpoint`); gathers every
+    process's RNG state, so every process must call it."""
+    return {
+        "model": model.state_dict(),
+        "config": config,
+        "class_names": list(class_names),
+        "optimizer": optimizer.state_dict(),
+        "scheduler": scheduler.state_dict(),
+        "scaler": scaler.state_dict() if scaler is not None else None,
+        "epoch": state.epoch,
+        "batch_in_epoch": state.batch_in_epoch,
+        "step": state.step,
+        "best": state.best,
+        "last_eval_step": state.last_eval_step,
+        # Plain numbers only (numpy scalars would make weights_only loading refuse the file).
+        "metrics": json_safe(state.metrics),
+        "world_size": world,
+        "rng": dist.all_gather_objects(rng_state()),
+    }
+
+
+def restore(checkpoint: dict[str, Any], path: Path, *, model: nn.Module, optimizer: torch.optim.Optimizer,
+            scheduler: Any, scaler: Any, world: int, rank: int) -> LoopState:
+    """Put a :func:`capture` back: weights, optimiser, schedule, scaler and this process's RNG
+    states; returns the loop's position. A checkpoint that cannot continue this run is a
+    ``UserInputError`` naming the file and the field."""
+    for key in RESUME_FIELDS:
+        if key not in checkpoint:
+            raise UserInputError(f"{path}: field {key!r} missing: not a resumable training checkpoint")
+    if checkpoint.get("world_size", world) != world:
+        raise UserInputError(
+            f"{path}: written by {checkpoint['world_size']} processes; resume with the same number "
+            f"(now {world}) so that every process continues its own shard"
+        )
+    load_model_weights(model, checkpoint, path)
+    try:
+        optimizer.load_state_dict(checkpoint["optimizer"])
+        scheduler.load_state_dict(checkpoint["scheduler"])
+    except (ValueError, KeyError) as err:
+        raise UserInputError(f"{path}: field 'optimizer'/'scheduler' does not fit this config: {err}") from None
+    if scaler is not None and checkpoint.get("scaler"):
+        scaler.load_state_dict(checkpoint["scaler"])
+    set_rng_state(checkpoint["rng"][rank])
+    return LoopState(
+        epoch=int(checkpoint["epoch"]),
+        batch_in_epoch=int(checkpoint.get("batch_in_epoch", 0)),
+        step=int(checkpoint["step"]),
+        best=checkpoint.get("best"),
+        last_eval_step=int(checkpoint.get("last_eval_step", -1)),
+        metrics=dict(checkpoint.get("metrics") or {}),
+    )
