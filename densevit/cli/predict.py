@@ -9,13 +9,15 @@ from pathlib import Path
 def register(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser(
         "predict",
-        help="run a trained checkpoint over images, folders or volumes",
+        help="run a trained checkpoint (or an exported ONNX graph) over images, folders or volumes",
         description="Rebuild the model that CHECKPOINT was trained as (its config is stored in it) "
         "and write its predictions for each INPUT to --out; the task decides the formats. "
         "Unless told otherwise, inference runs as the config's validation did (mode, overlap, chunk).",
     )
     parser.add_argument("inputs", nargs="+", type=Path, metavar="INPUT", help="files or folders")
-    parser.add_argument("--checkpoint", type=Path, required=True, help="a .pth written by densevit train")
+    source = parser.add_mutually_exclusive_group(required=True)
+    source.add_argument("--checkpoint", type=Path, help="a .pth written by densevit train")
+    source.add_argument("--onnx", type=Path, help="a graph written by densevit export (run by onnxruntime)")
     parser.add_argument("--out", type=Path, required=True, help="output folder")
     parser.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N")
     parser.add_argument("--precision", default="fp32", help="fp32 | bf16 | fp16 | auto (default fp32)")
@@ -39,7 +41,11 @@ def run(args: argparse.Namespace) -> int:
     options = PredictOptions(score_threshold=args.score_threshold, batch_size=args.batch_size, mode=args.mode,
                              overlap=args.overlap, device=args.device, precision=args.precision,
                              pictures=args.pictures)
-    summary = Predictor.from_checkpoint(args.checkpoint, options).predict(args.inputs, args.out)
+    if args.onnx is not None:
+        predictor = Predictor.from_onnx(args.onnx, options)
+    else:
+        predictor = Predictor.from_checkpoint(args.checkpoint, options)
+    summary = predictor.predict(args.inputs, args.out)
     counts = {k: v for k, v in summary.items() if isinstance(v, int)}
     print(f"wrote predictions to {args.out}: {json.dumps(counts)}")
     return 0

@@ -57,3 +57,10 @@ def draw_detections(image: np.ndarray, detection: dict[str, Tensor], class_names
     colours = [CLASS_COLOURS[c % len(CLASS_COLOURS)] for c in classes]
     drawn = draw_bounding_boxes(canvas, boxes, labels=labels, colors=colours, width=width)
     return Image.fromarray(drawn.permute(1, 2, 0).numpy())
+
+
+def generated_picture(height: int, width: int, seed: int = 0) -> np.ndarray:
+    """A smooth, structured [H,W,3] uint8 picture (blurred blotches), for checks when no real image is at hand."""
+    rng = np.random.default_rng(seed)
+    coarse = rng.integers(0, 256, (max(2, height // 16), max(2, width // 16), 3), dtype=np.uint8)
+    return np.asarray(Image.fromarray(coarse).resize((width, height), Image.BICUBIC))

@@ -16,7 +16,8 @@ from typing import Any, Callable, Iterator, Sequence
 import torch
 from torch import nn
 
-from densevit.engine.build import build_from_checkpoint
+from densevit.config import build_config
+from densevit.engine.build import build_from_checkpoint, build_task
 from densevit.engine.runtime import autocast, resolve_device, resolve_precision
 from densevit.engine.task import Task
 from densevit.errors import UserInputError
@@ -48,6 +49,16 @@ class Predictor:
         """The task and trained model that a ``densevit train`` checkpoint describes."""
         task, model = build_from_checkpoint(path)
         return cls(task, model, options)
+
+    @classmethod
+    def from_onnx(cls, path: str | Path, options: PredictOptions | None = None) -> "Predictor":
+        """A graph written by ``densevit export``, run by onnxruntime (the config it carries says the task)."""
+        from densevit.inference.onnx_model import OnnxModel
+
+        model = OnnxModel(path)
+        cfg = build_config(model.config, where=f"{path} (stored config)")
+        cfg.model.pretrained = None
+        return cls(build_task(cfg), model, options)  # type: ignore[arg-type]
 
     @contextlib.contextmanager
     def running(self) -> Iterator[None]:

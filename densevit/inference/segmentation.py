@@ -16,9 +16,12 @@ from typing import Any
 
 import numpy as np
 import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
 
 from densevit.data import IMAGE_SUFFIXES
 from densevit.data import seg_transforms as T
+from densevit.data.collate import pad_to, pad_to_multiple
 from densevit.data.images import read_rgb
 from densevit.data.volumes import (
     NIFTI_SUFFIXES,
@@ -27,8 +30,14 @@ from densevit.data.volumes import (
     read_nifti,
 )
 from densevit.errors import UserInputError
+from densevit.inference.export import EXPORTERS, ExportSpec
 from densevit.inference.inputs import expand_inputs
-from densevit.inference.pictures import enlarge, overlay, to_uint8_grey
+from densevit.inference.pictures import (
+    enlarge,
+    generated_picture,
+    overlay,
+    to_uint8_grey,
+)
 from densevit.inference.predictor import RUNNERS, Predictor
 from densevit.inference.writers import write_label_volume, write_png
 from densevit.segmentation.image_task import ImageSegmentationTask
@@ -100,3 +109,58 @@ def predict_volumes(predictor: Predictor, inputs: list[Path], out_dir: Path) -> 
     if not written:
         raise UserInputError(f"no volumes found in {', '.join(map(str, inputs))}")
     return {"volumes": len(written), "label_volumes": [str(p) for p in written]}
+
+
+class SegmentationGraph(nn.Module):
+    """The segmenter with a named output, for export: images [B,C,H,W] -> logits [B,K,H,W]."""
+
+    def __init__(self, model: nn.Module) -> None:
+        super().__init__()
+        self.model = model
+
+    def forward(self, images: Tensor) -> Tensor:
+        return self.model(images)
+
+
+def _graph_metadata(model: nn.Module, divisor: int) -> dict[str, Any]:
+    return {"size_divisor": divisor, "in_chans": getattr(model, "in_chans", 3)}
+
+
+@EXPORTERS.register("image_segmentation")
+def image_export(task: ImageSegmentationTask, model: nn.Module, sample: Path | None) -> ExportSpec:
+    """Two pictures (the sample and its mirror) padded to the model's stride, and one of another size."""
+    divisor = getattr(model, "size_divisor", task.data.size_divisor)
+    if sample is not None:
+        rgb = read_rgb(sample)
+    elif task.data.root and task.data.val_split:
+        from densevit.data.street import find_pairs
+
+        rgb = read_rgb(find_pairs(task.data.kind, Path(task.data.root), task.data.val_split)[0][0])
+    else:
+        rgb = generated_picture(*task.data.crop_size)
+    image = pad_to_multiple(T.street_eval()(rgb, np.zeros(rgb.shape[:2], np.int64))[0], divisor)
+    height, width = image.shape[-2:]
+    other = pad_to(image, height + divisor, width + 2 * divisor)[None]
+    return ExportSpec(SegmentationGraph(model).eval(), (torch.stack([image, image.flip(-1)]),), (other,),
+                      ["images"], ["logits"], metadata=_graph_metadata(model, divisor))
+
+
+@EXPORTERS.register("volume_segmentation")
+def volume_export(task: VolumeSegmentationTask, model: nn.Module, sample: Path | None) -> ExportSpec:
+    """Two slices of the sample volume resized to the training size, and one of another size."""
+    d = task.data
+    divisor = getattr(model, "size_divisor", 1)
+    folder = task.validation_root() if d.kind != "synapse" else None
+    cases = volume_inputs(task, [sample]) if sample is not None else volume_inputs(task, [folder]) if folder else []
+    if cases:
+        case_id, images = cases[0]
+        volume = torch.from_numpy(load_case(case_id, images, None, d.normalisation, d.ct_window).image)
+    else:
+        volume = torch.rand(getattr(model, "in_chans", 1), *d.crop_size, 4)
+    middle = volume.shape[-1] // 2
+    slices = volume[..., [middle, min(middle + 1, volume.shape[-1] - 1)]].permute(3, 0, 1, 2).float()
+    inputs = F.interpolate(slices, size=tuple(d.crop_size), mode="bilinear", align_corners=False)
+    other = F.interpolate(slices[:1], size=(d.crop_size[0] + divisor, d.crop_size[1] + 2 * divisor),
+                          mode="bilinear", align_corners=False)
+    return ExportSpec(SegmentationGraph(model).eval(), (inputs,), (other,), ["images"], ["logits"],
+                      metadata=_graph_metadata(model, divisor))

@@ -54,6 +54,12 @@ class VolumeSegmentationTask(SegmentationTaskBase):
         return dict(modalities=d.modalities, label_name=d.label_name, normalisation=d.normalisation,
                     ct_window=d.ct_window)
 
+    def validation_root(self) -> Path | None:
+        """The folder of validation cases, when the config names one and it exists (nothing is generated)."""
+        d = self.data
+        root = Path(d.root) / "val" if d.kind == "phantoms" and d.root else Path(d.val_root) if d.val_root else None
+        return root if root is not None and root.is_dir() else None
+
     def _roots(self) -> tuple[Path, Path | None]:
         d = self.data
         if d.kind == "phantoms":
