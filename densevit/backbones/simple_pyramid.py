@@ -13,7 +13,6 @@ import torch
 from timm.layers import LayerNorm2d
 from torch import nn
 
-_INPUT_STRIDE = 16
 
 
 def _resampler(stride: int, dim: int) -> tuple[nn.Module, int]:

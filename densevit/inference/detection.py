@@ -71,8 +71,10 @@ def predict_detection(predictor: Predictor, inputs: list[Path], out_dir: Path) -
         for path, image, detection in zip(chunk, originals, detections):
             xywh = box_convert(detection["boxes"].float().cpu(), "xyxy", "xywh").tolist()
             for box, score, label in zip(xywh, detection["scores"].tolist(), detection["labels"].tolist()):
+                # full precision: rounded scores would tie and reorder, and scores of the file
+                # would then differ from what densevit evaluate computes on the same images
                 results.append({"image_id": image_ids[str(path)], "category_id": category_ids[label],
-                                "bbox": [round(v, 2) for v in box], "score": round(score, 5)})
+                                "bbox": box, "score": score})
             if options.pictures:
                 picture = draw_detections(image, detection, class_names, options.score_threshold)
                 write_picture(picture, out_dir / "images" / f"{path.stem}.png")
