@@ -14,7 +14,6 @@ from timm.layers import LayerNorm2d
 from torch import nn
 
 
-
 def _resampler(stride: int, dim: int) -> tuple[nn.Module, int]:
     """The layers taking a stride-16 map of ``dim`` channels to ``stride``; returns them and their width."""
     if stride == 4:
