@@ -114,6 +114,7 @@ class ExperimentConfig:
     name: str = ""
     seed: int = 42
     deterministic: bool = False
+    strict: bool = False  # suspicious data (a class never seen, labels mostly ignored) stops the run
     model: ModelConfig = field(default_factory=ModelConfig)
     data: Any = None  # the task's data dataclass
     loss: Any = None  # the task's loss dataclass

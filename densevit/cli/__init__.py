@@ -11,10 +11,11 @@ import argparse
 import importlib
 import pkgutil
 import sys
+import warnings
 from typing import Sequence
 
 from densevit import __version__
-from densevit.errors import UserInputError
+from densevit.errors import InputNote, SuspiciousInputWarning, UserInputError
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -34,6 +35,22 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _show_densevit_warnings_as_lines(command: str) -> None:
+    """Notes and warnings about the user's input as one line each (``densevit score: note: ...``)."""
+    original = warnings.showwarning
+    warnings.simplefilter("always", InputNote)
+    warnings.simplefilter("always", SuspiciousInputWarning)
+
+    def show(message, category, filename, lineno, file=None, line=None):  # noqa: ANN001 - warnings' signature
+        if issubclass(category, (InputNote, SuspiciousInputWarning)):
+            kind = "note" if issubclass(category, InputNote) else "warning"
+            print(f"densevit {command}: {kind}: {message}", file=sys.stderr)
+        else:
+            original(message, category, filename, lineno, file, line)
+
+    warnings.showwarning = show
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``densevit`` console script; returns the process exit code."""
     parser = build_parser()
@@ -42,7 +59,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.print_help()
         return 0
     try:
-        return int(args.func(args) or 0)
+        with warnings.catch_warnings():
+            _show_densevit_warnings_as_lines(args.command)
+            return int(args.func(args) or 0)
     except UserInputError as err:
         print(f"densevit {args.command}: error: {err}", file=sys.stderr)
         return 2

@@ -201,11 +201,12 @@ class MedicalEvaluator:
         """Tables over every case processed (gathered from all processes).
 
         Returns:
-            ``convention``, ``unit`` (of HD95), ``cases`` (every row of ``process``),
-            ``per_class``: per foreground class ``{"class", "dice", "hd95", "cases_dice",
-            "cases_hd95"}`` (means over cases, NaNs left out, with how many cases counted) and
-            ``mean``: ``{"dice", "hd95"}``, the mean over classes of the per-class means.
-            Dice values are fractions; tables print them in percent.
+            ``convention``, ``unit`` (of HD95); ``mean_dice`` and ``mean_hd95``, the means over
+            classes of the per-class means; ``dice/<class>`` and ``hd95/<class>``; ``per_class``:
+            per foreground class ``{"class", "dice", "hd95", "cases_dice", "cases_hd95"}`` (means
+            over cases, NaNs left out, with how many cases counted); ``cases``: every row of
+            ``process``. Dice values are fractions; tables print them in percent. The same layout
+            is what ``densevit evaluate`` and ``densevit score medical`` write.
         """
         cases: dict[str, list[dict[str, Any]]] = {}
         for part in all_gather_objects(self._cases):
@@ -222,13 +223,15 @@ class MedicalEvaluator:
                 entry[key] = float(values.mean()) if values.size else float("nan")
                 entry[f"cases_{key}"] = int(values.size)
             per_class.append(entry)
-        mean = {}
+        result: dict[str, Any] = {"convention": self.convention, "unit": self.unit}
         for key in ("dice", "hd95"):
             values = np.array([entry[key] for entry in per_class], dtype=np.float64)
             values = values[~np.isnan(values)]
-            mean[key] = float(values.mean()) if values.size else float("nan")
-        return {"convention": self.convention, "unit": self.unit, "cases": rows,
-                "per_class": per_class, "mean": mean}
+            result[f"mean_{key}"] = float(values.mean()) if values.size else float("nan")
+        for entry in per_class:
+            result[f"dice/{entry['class']}"] = entry["dice"]
+            result[f"hd95/{entry['class']}"] = entry["hd95"]
+        return {**result, "per_class": per_class, "cases": rows}
 
 
 def format_table(result: dict[str, Any]) -> str:
@@ -243,5 +246,5 @@ def format_table(result: dict[str, Any]) -> str:
     lines += ["", f"{'class':<16} {'Dice %':>8} {hd:>12} {'cases':>6}"]
     lines += [f"{entry['class'][:16]:<16} {number(entry['dice'], 100)} {number(entry['hd95']):>12} "
               f"{entry['cases_dice']:>6}" for entry in result["per_class"]]
-    lines.append(f"{'mean':<16} {number(result['mean']['dice'], 100)} {number(result['mean']['hd95']):>12}")
+    lines.append(f"{'mean':<16} {number(result['mean_dice'], 100)} {number(result['mean_hd95']):>12}")
     return "\n".join(lines)

@@ -197,9 +197,11 @@ class SemanticEvaluator:
                 "mDice": float(torch.nanmean(dice)),
             }
         result["per_class"] = [
-            {"class": name, "IoU": float(i), "Acc": float(a), "Dice": float(d)}
-            for name, i, a, d in zip(self.class_names, iou.tolist(), acc.tolist(), dice.tolist())
+            {"class": name, "IoU": float(i), "Acc": float(a), "Dice": float(d), "pixels": int(n)}
+            for name, i, a, d, n in zip(self.class_names, iou.tolist(), acc.tolist(), dice.tolist(),
+                                        area_label.tolist())
         ]
+        result.update({f"IoU/{row['class']}": row["IoU"] for row in result["per_class"]})
         return result
 
 

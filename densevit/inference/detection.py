@@ -3,7 +3,7 @@
 Writes ``results.json`` (every detection, as COCO scoring needs: ``image_id``, ``category_id``,
 ``bbox`` [x, y, w, h] in pixels, ``score``), ``image_ids.json`` (file -> the image id used there:
 the annotation file's id when the config's annotations name the file, else a running number)
-and ``images/<name>.png``.
+and ``pictures/<name>.png``.
 """
 from __future__ import annotations
 
@@ -23,7 +23,7 @@ from densevit.detection.task import DetectionTask
 from densevit.engine.task import move_to_device
 from densevit.inference.export import EXPORTERS, ExportSpec
 from densevit.inference.inputs import expand_inputs
-from densevit.inference.pictures import draw_detections, generated_picture
+from densevit.inference.pictures import PICTURES, draw_detections, generated_picture
 from densevit.inference.predictor import RUNNERS, Predictor
 from densevit.inference.writers import write_coco_results, write_picture
 from densevit.io import write_json_atomic
@@ -77,7 +77,7 @@ def predict_detection(predictor: Predictor, inputs: list[Path], out_dir: Path) -
                                 "bbox": box, "score": score})
             if options.pictures:
                 picture = draw_detections(image, detection, class_names, options.score_threshold)
-                write_picture(picture, out_dir / "images" / f"{path.stem}.png")
+                write_picture(picture, out_dir / PICTURES / f"{path.stem}.png")
     write_coco_results(results, out_dir / "results.json")
     write_json_atomic(image_ids, out_dir / "image_ids.json")
     return {"images": len(files), "detections": len(results), "results": str(out_dir / "results.json")}

@@ -12,6 +12,8 @@ from torchvision.utils import draw_bounding_boxes, draw_segmentation_masks
 # One colour per class (cycled), distinguishable on photos: a box's colour tells its class at a glance.
 CLASS_COLOURS = ("#e6194b", "#3cb44b", "#4363d8", "#f58231", "#911eb4", "#42d4f4", "#f032e6", "#bfef45",
                  "#ffe119", "#469990")
+# The folder, inside a prediction run's output, that holds the pictures (result files stay outside it).
+PICTURES = "pictures"
 # Small slices are enlarged to at least this side, to be seen.
 MIN_PICTURE_SIDE = 256
 

@@ -1,16 +1,21 @@
-"""Segmentation predictions: label maps that ``densevit score`` reads, and overlays to look at.
+"""Segmentation predictions: label files laid out as the ground truth is, so that ``densevit
+score`` pairs them directly, and pictures to look at in ``pictures/``.
 
 * ``image_segmentation``: every picture is normalised as in validation and segmented by
   :func:`~densevit.segmentation.inferer.segment_images` with the config's inference mode
   (whole image or sliding windows, overlap, chunk), unless the options say otherwise;
-  ``NAME.png`` holds the class indices and ``NAME_overlay.png`` the colours over the picture.
+  ``NAME.png`` holds the class indices and ``pictures/NAME.png`` the colours over the picture.
 * ``volume_segmentation``: a NIfTI file, or a folder of cases as training reads them, is
-  preprocessed as in training and segmented by :func:`~densevit.segmentation.inferer.segment_volume`;
-  ``<case>_seg.nii.gz`` holds the labels with the input's affine and header, and
-  ``<case>_overlay.png`` the slice with the most foreground.
+  preprocessed as in training and segmented by :func:`~densevit.segmentation.inferer.segment_volume`.
+  The labels (with the input's affine and header) go where the ground truth's would be: a file
+  ``NAME.nii.gz`` gives ``NAME.nii.gz`` (nnU-Net's ``_0000`` channel suffix dropped), a
+  Decathlon folder (``imagesTr``) gives ``CASE.nii.gz`` as in ``labelsTr``, a folder of case
+  folders gives ``CASE/<data.label_name>.nii.gz``; ``pictures/CASE.png`` shows the slice with
+  the most foreground.
 """
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Any
 
@@ -33,6 +38,7 @@ from densevit.errors import UserInputError
 from densevit.inference.export import EXPORTERS, ExportSpec
 from densevit.inference.inputs import expand_inputs
 from densevit.inference.pictures import (
+    PICTURES,
     enlarge,
     generated_picture,
     overlay,
@@ -64,18 +70,25 @@ def predict_images(predictor: Predictor, inputs: list[Path], out_dir: Path) -> d
             label = label.cpu().numpy()
             written.append(write_png(label, out_dir / f"{path.stem}.png"))
             if options.pictures:
-                write_png(overlay(rgb, label, task.palette()), out_dir / f"{path.stem}_overlay.png")
+                write_png(overlay(rgb, label, task.palette()), out_dir / PICTURES / f"{path.stem}.png")
     return {"images": len(files), "label_maps": [str(p) for p in written]}
 
 
-def volume_inputs(task: VolumeSegmentationTask, inputs: list[Path]) -> list[tuple[str, list[Path]]]:
-    """``(case id, image files)`` of every NIfTI file and every case in the folders of ``inputs``."""
+def volume_inputs(task: VolumeSegmentationTask, inputs: list[Path]) -> list[tuple[str, list[Path], Path]]:
+    """``(case id, image files, where its labels go relative to the output folder)`` of every
+    NIfTI file and every case in the folders of ``inputs`` (see the module docstring)."""
     cases = []
+    label_name = task.data.label_name or "label"
     for path in inputs:
         if path.is_file() and path.name.lower().endswith(NIFTI_SUFFIXES):
-            cases.append((path.name.split(".nii")[0], [path]))
+            case = path.name[: -len(next(s for s in NIFTI_SUFFIXES if path.name.lower().endswith(s)))]
+            if path.parent.name.startswith("images"):
+                case = re.sub(r"_\d{4}$", "", case)  # nnU-Net: one file per channel
+            cases.append((case, [path], Path(f"{case}.nii.gz")))
         elif path.is_dir():
-            cases += [(case, images) for case, images, _ in find_nifti_cases(path, task.data.modalities, task.data.label_name)]
+            decathlon = (path / "imagesTr").is_dir() or (path / "imagesTs").is_dir()
+            for case, images, _ in find_nifti_cases(path, task.data.modalities, task.data.label_name):
+                cases.append((case, images, Path(f"{case}.nii.gz") if decathlon else Path(case) / f"{label_name}.nii.gz"))
         elif path.exists():
             raise UserInputError(f"{path}: expected a NIfTI volume (.nii, .nii.gz) or a folder of cases")
         else:
@@ -90,7 +103,7 @@ def predict_volumes(predictor: Predictor, inputs: list[Path], out_dir: Path) -> 
     d = task.data
     reading = task.reading()
     written = []
-    for case_id, images in volume_inputs(task, inputs):
+    for case_id, images, target in volume_inputs(task, inputs):
         case = load_case(case_id, images, None, reading["normalisation"], reading["ct_window"])
         channels, expected = case.image.shape[0], getattr(predictor.model, "in_chans", case.image.shape[0])
         if channels != expected and not (channels == 1 and expected == 3):
@@ -100,12 +113,12 @@ def predict_volumes(predictor: Predictor, inputs: list[Path], out_dir: Path) -> 
         with predictor.running():
             labels = segment_volume(predictor.model, volume, d.crop_size, predictor.options.batch_size or d.eval_chunk)
         labels = labels.cpu().numpy()
-        written.append(write_label_volume(labels, read_nifti(images[0])[1], out_dir / f"{case_id}_seg.nii.gz"))
+        written.append(write_label_volume(labels, read_nifti(images[0])[1], out_dir / target))
         if predictor.options.pictures:
             z = int(np.argmax((labels > 0).sum(axis=(0, 1))))
             palette: list = [None, *task.palette()[1:]]
             picture = overlay(to_uint8_grey(case.image[0, :, :, z]), labels[:, :, z], palette)
-            write_png(enlarge(picture), out_dir / f"{case_id}_overlay.png")
+            write_png(enlarge(picture), out_dir / PICTURES / f"{case_id}.png")
     if not written:
         raise UserInputError(f"no volumes found in {', '.join(map(str, inputs))}")
     return {"volumes": len(written), "label_volumes": [str(p) for p in written]}
@@ -132,10 +145,8 @@ def image_export(task: ImageSegmentationTask, model: nn.Module, sample: Path | N
     divisor = getattr(model, "size_divisor", task.data.size_divisor)
     if sample is not None:
         rgb = read_rgb(sample)
-    elif task.data.root and task.data.val_split:
-        from densevit.data.street import find_pairs
-
-        rgb = read_rgb(find_pairs(task.data.kind, Path(task.data.root), task.data.val_split)[0][0])
+    elif task.has_validation() and (task.data.root or task.data.val_images):
+        rgb = read_rgb(task.samples("val")[0][0])
     else:
         rgb = generated_picture(*task.data.crop_size)
     image = pad_to_multiple(T.street_eval()(rgb, np.zeros(rgb.shape[:2], np.int64))[0], divisor)
@@ -153,7 +164,7 @@ def volume_export(task: VolumeSegmentationTask, model: nn.Module, sample: Path |
     folder = task.validation_root() if d.kind != "synapse" else None
     cases = volume_inputs(task, [sample]) if sample is not None else volume_inputs(task, [folder]) if folder else []
     if cases:
-        case_id, images = cases[0]
+        case_id, images, _ = cases[0]
         volume = torch.from_numpy(load_case(case_id, images, None, d.normalisation, d.ct_window).image)
     else:
         volume = torch.rand(getattr(model, "in_chans", 1), *d.crop_size, 4)

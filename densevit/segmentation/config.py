@@ -17,19 +17,38 @@ from typing import Any, Literal
 from densevit.errors import ConfigError
 from densevit.tasks import TASKS
 
-IMAGE_KINDS = ("camvid", "cityscapes", "ade20k")
+IMAGE_KINDS = ("camvid", "cityscapes", "ade20k", "images")
 VOLUME_KINDS = ("nifti", "synapse", "phantoms")
 Augment = Literal["medical", "street", "none"]
 
 
 @dataclass
 class ImageDataConfig:
-    """``data:`` of ``image_segmentation``: a dataset root split into folders of images and label maps."""
+    """``data:`` of ``image_segmentation``: pictures and label maps.
 
-    kind: Literal["camvid", "cityscapes", "ade20k"] = "camvid"  # the folder layout (datasets/*.md)
+    ``kind: camvid | cityscapes | ade20k`` read a dataset ``root`` split into ``train_split`` /
+    ``val_split`` in that dataset's layout; ``kind: images`` reads any folder of pictures with a
+    folder of label maps (and of field-of-view masks) paired by name, e.g. DRIVE
+    (``datasets/drive.md``).
+    """
+
+    kind: Literal["camvid", "cityscapes", "ade20k", "images"] = "camvid"  # the folder layout (datasets/*.md)
     root: str = ""
     train_split: str = "train"
     val_split: str = "val"
+    # kind: images
+    train_images: str = ""
+    train_labels: str = ""
+    train_fov: str = ""  # field-of-view masks: pixels where the mask is 0 are neither trained on nor scored
+    val_images: str = ""
+    val_labels: str = ""
+    val_fov: str = ""
+    image_endings: list[str] = field(default_factory=list)  # name endings dropped to pair, e.g. [_training, _test]
+    label_endings: list[str] = field(default_factory=list)  # e.g. [_manual1]
+    fov_endings: list[str] = field(default_factory=list)  # e.g. [_training_mask, _test_mask]
+    binary_masks: Literal["auto", "yes", "no"] = "auto"  # 0/255 masks read as 0/1 (auto: two classes, 0/255 files)
+    medical_metrics: bool = False  # per-image Dice and HD95 as well as mIoU
+    spacing: list[float] = field(default_factory=list)  # pixel size (mm) for HD95; empty: pixels
     crop_size: tuple[int, int] = (224, 224)  # training crops (height, width); also the sliding window
     size_divisor: int = 32  # images are padded to multiples of it (the model's own stride wins)
     eval_mode: Literal["whole", "slide"] = "whole"  # inference: whole images or sliding windows

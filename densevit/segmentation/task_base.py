@@ -6,7 +6,7 @@ from typing import Any, Callable
 from torch import nn
 
 from densevit.data import seg_transforms as T
-from densevit.data.street import default_palette
+from densevit.data.label_maps import default_palette
 from densevit.engine.task import Task
 from densevit.errors import UserInputError
 from densevit.models import create_model

@@ -46,4 +46,4 @@ def test_demo_reaches_ap50(tmp_path):
 
     metrics = run_demo(tmp_path, device="cpu")
     assert metrics["AP50"] >= 0.7
-    assert len(list((tmp_path / "predictions" / "images").glob("*.png"))) == 8
+    assert len(list((tmp_path / "predictions" / "pictures").glob("*.png"))) == 8

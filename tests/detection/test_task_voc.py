@@ -66,7 +66,7 @@ def test_train_evaluate_predict_on_voc100(real_data, tmp_path):
     assert {r["category_id"] for r in results} <= set(gt.getCatIds())
     assert len(dt.getAnnIds()) == len(results)
     for path in images:
-        drawn = Image.open(tmp_path / "pred" / "images" / f"{path.stem}.png")
+        drawn = Image.open(tmp_path / "pred" / "pictures" / f"{path.stem}.png")
         assert drawn.size == Image.open(path).size
 
 

@@ -7,9 +7,9 @@ import pytest
 import torch
 from PIL import Image
 
+from densevit.data.label_maps import LabelMapDataset, find_pairs, label_lookup
 from densevit.data.phantoms import PHANTOM_CLASSES, write_phantoms
 from densevit.data.seg_transforms import medical_train, street_train
-from densevit.data.street import StreetDataset, find_pairs, label_lookup
 from densevit.data.volumes import CaseDataset, SliceDataset, load_case, load_nifti_cases
 from densevit.errors import UserInputError
 
@@ -58,8 +58,8 @@ def test_ct_window_clips_hounsfield_units_to_unit_range(real_data):
 def test_camvid_void_is_ignored_and_pairs_match(real_data):
     root = real_data / "camvid"
     pairs = find_pairs("camvid", root, "val")
-    assert len(pairs) == 10 and all(image.name == label.name for image, label in pairs)
-    dataset = StreetDataset(pairs, label_lookup("camvid", 255, (11,)), street_train((96, 128), 255))
+    assert len(pairs) == 10 and all(image.name == label.name and fov is None for image, label, fov in pairs)
+    dataset = LabelMapDataset(pairs, label_lookup("camvid", 255, (11,)), street_train((96, 128), 255))
     raw = np.asarray(Image.open(pairs[0][1]))
     assert 11 in raw
     for i in range(3):

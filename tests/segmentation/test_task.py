@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import dataclasses
+import json
 from pathlib import Path
 
 import nibabel as nib
@@ -10,14 +11,13 @@ import pytest
 import torch
 from PIL import Image
 
+from densevit.cli import main
 from densevit.config import build_config
 from densevit.data.phantoms import write_phantoms
 from densevit.engine.build import build_task
 from densevit.engine.checkpoint import LAST
 from densevit.engine.trainer import train
 from densevit.errors import ConfigError
-from densevit.evaluation.medical import MedicalEvaluator
-from densevit.evaluation.semantic import SemanticEvaluator
 from densevit.inference import PredictOptions, Predictor
 
 TINY_HYBRID = dict(img_size=[64, 64], hidden=64, depth=1, num_heads=2, mlp_dim=128, resnet_layers=[1, 1, 1],
@@ -45,18 +45,24 @@ def test_brats_two_channel_train_evaluate_predict(real_data, tmp_path):
     assert {row["case"] for row in metrics["cases"]} == {"brats_2013_pat0004_1"}
 
     case = brats / "val" / "brats_2013_pat0004_1"
-    Predictor.from_checkpoint(tmp_path / "run" / LAST, PredictOptions(batch_size=32)).predict([case], tmp_path / "pred")
-    written = nib.load(str(tmp_path / "pred" / "brats_2013_pat0004_1_seg.nii.gz"))
+    Predictor.from_checkpoint(tmp_path / "run" / LAST, PredictOptions(batch_size=32)).predict(
+        [brats / "val"], tmp_path / "pred")  # a folder of case folders: mirrored case by case
+    written = nib.load(str(tmp_path / "pred" / "brats_2013_pat0004_1" / "OTMultiClass.nii.gz"))
     source = nib.load(str(case / "Flair_subtrMeanDivStd.nii.gz"))
     assert written.shape == source.shape and np.allclose(written.affine, source.affine)
-    assert (tmp_path / "pred" / "brats_2013_pat0004_1_overlay.png").is_file()
+    assert (tmp_path / "pred" / "pictures" / "brats_2013_pat0004_1.png").is_file()
 
-    # the same numbers as the evaluator run directly on the written prediction
-    evaluator = MedicalEvaluator(5)
-    label = np.asarray(nib.load(str(case / "OTMultiClass.nii.gz")).dataobj).astype(np.int64)
-    evaluator.process(np.asarray(written.dataobj).astype(np.int64), label, (1.0, 1.0, 1.0), "case")
-    direct = evaluator.compute()["mean"]["dice"]
-    assert direct == pytest.approx(metrics["mean_dice"], nan_ok=True)
+    # predict, then score the files as they lie: evaluate's numbers, in the same layout
+    out = tmp_path / "scores.json"
+    assert main(["score", "medical", str(brats / "val"), str(tmp_path / "pred"), "--num-classes", "5",
+                 "--out", str(out)]) == 0
+    scored = json.loads(out.read_text())
+    assert scored.keys() >= metrics.keys() - {"cases"}
+    for key in ("mean_dice", "mean_hd95", "dice/1", "dice/4", "hd95/2"):
+        assert scored[key] == pytest.approx(metrics[key], rel=0, abs=0, nan_ok=True) or (
+            scored[key] is None and np.isnan(metrics[key])), key
+    assert [(r["case"], r["class"], r["dice"]) for r in scored["cases"]] == [
+        (r["case"], r["class"], r["dice"]) for r in metrics["cases"]]
 
 
 @pytest.mark.parametrize("mode", ["whole", "slide"])
@@ -70,17 +76,19 @@ def test_camvid_predict_then_score_gives_evaluates_numbers(real_data, tmp_path, 
     )
     metrics = train(cfg, tmp_path / "run", device="cpu")
     images = sorted((real_data / "camvid" / "val").glob("*.png"))
-    Predictor.from_checkpoint(tmp_path / "run" / LAST, PredictOptions(batch_size=4)).predict(images, tmp_path / "pred")
-    scorer = SemanticEvaluator(11)
+    Predictor.from_checkpoint(tmp_path / "run" / LAST, PredictOptions(batch_size=4)).predict(
+        [real_data / "camvid" / "val"], tmp_path / "pred")
     for image in images:
-        labels = np.asarray(Image.open(tmp_path / "pred" / image.name))
-        assert labels.shape == (360, 480) and labels.max() < 11
-        assert np.asarray(Image.open(tmp_path / "pred" / f"{image.stem}_overlay.png")).shape == (360, 480, 3)
-        truth = np.asarray(Image.open(real_data / "camvid" / "valannot" / image.name)).astype(np.int64)
-        truth[truth == 11] = 255  # void, as the config's void_labels
-        scorer.process(torch.from_numpy(labels.astype(np.int64)), torch.from_numpy(truth))
-    scored = scorer.compute()
-    assert (scored["mIoU"], scored["aAcc"], scored["mDice"]) == (metrics["mIoU"], metrics["aAcc"], metrics["mDice"])
+        assert np.asarray(Image.open(tmp_path / "pred" / image.name)).shape == (360, 480)
+        assert np.asarray(Image.open(tmp_path / "pred" / "pictures" / image.name)).shape == (360, 480, 3)
+    # the folder predict wrote scores as it lies (pictures/ is passed over): evaluate's numbers exactly
+    out = tmp_path / "scores.json"
+    assert main(["score", "semantic", str(real_data / "camvid" / "valannot"), str(tmp_path / "pred"),
+                 "--num-classes", "11", "--ignore-index", "11", "--out", str(out)]) == 0  # 11: CamVid's void
+    scored = json.loads(out.read_text())
+    for key in ("aAcc", "mIoU", "mAcc", "mDice"):
+        assert scored[key] == metrics[key], key
+    assert [row["IoU"] for row in scored["per_class"]] == [row["IoU"] for row in metrics["per_class"]]
 
 
 class OneHotOfChannel(torch.nn.Module):

@@ -1,4 +1,4 @@
-"""Street-scene segmentation: image + label-PNG folders (CamVid, Cityscapes, ADE20K).
+"""Pictures with label maps: street scenes (CamVid, Cityscapes, ADE20K) and any folder pair (2D medical sets).
 
 * CamVid (SegNet layout): ``ROOT/{train,val,test}/NAME.png`` and ``ROOT/{split}annot/NAME.png``,
   labels 0-10 and 11 = void (mapped to the ignore index).
@@ -6,12 +6,15 @@
   ``ROOT/gtFine/{split}/CITY/X_gtFine_labelIds.png``; label ids map to the 19 train ids.
 * ADE20K: ``ROOT/images/{training,validation}/X.jpg`` and ``ROOT/annotations/{split}/X.png``;
   ``reduce_zero_label``: 0 (other) becomes the ignore index and 1-150 become 0-149.
+* ``images``: a folder of pictures and a folder of label maps (and optionally of field-of-view
+  masks) paired by name (:mod:`densevit.data.pairing`), e.g. DRIVE's ``21_training.tif`` with
+  ``21_manual1.gif`` and ``21_training_mask.gif``.
 """
 from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Sequence
 
 import numpy as np
 import torch
@@ -19,6 +22,8 @@ from torch.utils.data import Dataset
 
 from densevit.data import IMAGE_SUFFIXES
 from densevit.data.images import read_label_map, read_rgb
+from densevit.data.labels import apply_fov
+from densevit.data.pairing import PICTURE_SUFFIXES, pair_label_files
 from densevit.errors import UserInputError
 
 
@@ -55,9 +60,11 @@ def default_palette(num_classes: int) -> list[tuple[int, int, int]]:
     return [tuple(int(v) for v in rng.integers(30, 256, 3)) for _ in range(num_classes)]
 
 
-def label_lookup(kind: str, ignore_index: int, void_labels: tuple[int, ...] = ()) -> np.ndarray:
-    """A 256-entry table from label-file values to train ids (``ignore_index`` for void)."""
-    table = np.arange(256, dtype=np.int64)
+def label_lookup(kind: str, ignore_index: int, void_labels: tuple[int, ...] = (), binary: bool = False,
+                 size: int = 256) -> np.ndarray:
+    """A table from label-file values to train ids (``ignore_index`` for void); ``binary``: 255 -> 1
+    (0/255 masks); ``size``: values up to ``size - 1`` (16-bit label maps need more than 256)."""
+    table = np.arange(size, dtype=np.int64)
     if kind == "cityscapes":
         table[:] = ignore_index
         for label_id, train_id in CITYSCAPES_ID_TO_TRAIN_ID.items():
@@ -67,11 +74,13 @@ def label_lookup(kind: str, ignore_index: int, void_labels: tuple[int, ...] = ()
         table[255] = ignore_index
     for value in void_labels:
         table[value] = ignore_index
+    if binary:
+        table[255] = 1
     return table
 
 
-def find_pairs(kind: str, root: Path, split: str) -> list[tuple[Path, Path]]:
-    """``(image, label)`` paths of ``split`` under ``root`` in the layout of ``kind``."""
+def find_pairs(kind: str, root: Path, split: str) -> list[tuple[Path, Path, None]]:
+    """``(image, label, None)`` paths of ``split`` under ``root`` in the layout of ``kind``."""
     root = Path(root)
     if kind == "cityscapes":
         pairs = []
@@ -95,32 +104,56 @@ def find_pairs(kind: str, root: Path, split: str) -> list[tuple[Path, Path]]:
     missing = [str(label) for _, label in pairs if not label.is_file()]
     if missing:
         raise UserInputError(f"{len(missing)} label file(s) missing, first: {missing[0]}")
-    return pairs
+    return [(image, label, None) for image, label in pairs]
 
 
-class StreetDataset(Dataset):
-    """``{"image": [3,H,W] float, "mask": [H,W] int64, "path": str}`` from image/label pairs."""
+class LabelMapDataset(Dataset):
+    """``{"image": [3,H,W] float, "mask": [H,W] int64, "path": str}`` from pictures and label maps.
+
+    ``lookup`` maps label-file values to class indices (void to the ignore index); a value
+    beyond it is an error naming the file. Where a field-of-view mask is 0 the mask holds
+    ``ignore_index`` (those pixels are neither trained on nor scored).
+    """
 
     def __init__(
         self,
-        pairs: list[tuple[Path, Path]],
+        samples: Sequence[tuple[Path, Path, Path | None]],
         lookup: np.ndarray,
         transform: Callable[[np.ndarray, np.ndarray], tuple[torch.Tensor, torch.Tensor]],
+        ignore_index: int = 255,
     ) -> None:
-        self.pairs = pairs
+        self.samples = list(samples)
         self.lookup = lookup
         self.transform = transform
+        self.ignore_index = ignore_index
 
     def __len__(self) -> int:
-        return len(self.pairs)
+        return len(self.samples)
+
+    def labels(self, i: int) -> np.ndarray:
+        """The class-index map [H,W] of sample ``i``, before augmentation."""
+        image_path, label_path, fov_path = self.samples[i]
+        label = read_label_map(label_path)
+        if label.size and (label.min() < 0 or label.max() >= len(self.lookup)):
+            raise UserInputError(f"{label_path}: label value {int(label.max())} outside 0..{len(self.lookup) - 1}")
+        return apply_fov(self.lookup[label], fov_path, self.ignore_index)
 
     def __getitem__(self, i: int) -> dict[str, object]:
-        image_path, label_path = self.pairs[i]
+        image_path, label_path, _ = self.samples[i]
         image = read_rgb(image_path)
-        label = read_label_map(label_path)
-        if label.shape != image.shape[:2]:
+        mask = self.labels(i)
+        if mask.shape != image.shape[:2]:
             raise UserInputError(
-                f"{label_path}: label size {label.shape} differs from image {image_path} size {image.shape[:2]}"
+                f"{label_path}: label size {mask.shape} differs from image {image_path} size {image.shape[:2]}"
             )
-        image_t, mask = self.transform(image, self.lookup[label])
-        return {"image": image_t, "mask": mask, "path": str(image_path)}
+        image_t, mask_t = self.transform(image, mask)
+        return {"image": image_t, "mask": mask_t, "path": str(image_path)}
+
+
+def image_label_samples(images: Path, labels: Path, image_endings: Sequence[str] = (),
+                        label_endings: Sequence[str] = (), fov: Path | None = None,
+                        fov_endings: Sequence[str] = ()) -> list[tuple[Path, Path, Path | None]]:
+    """``(picture, label map, field-of-view mask or None)`` of two (or three) folders paired by name."""
+    pairs = pair_label_files(Path(labels), Path(images), PICTURE_SUFFIXES, label_endings, image_endings,
+                             Path(fov) if fov else None, fov_endings)
+    return [(p.item, p.label, p.fov) for p in pairs]
