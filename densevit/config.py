@@ -81,6 +81,8 @@ class TrainConfig:
     compile: bool = False
     channels_last: bool = False
     eval_every: int = 1  # in epochs (epoch-based) or iterations (iteration-based); 0 = only at end
+    eval_samples: int = 0  # validations during training use the first N validation samples; 0 = all
+    final_eval: Literal["full", "subset", "skip"] = "full"  # the validation at the end: all samples, eval_samples, none
     checkpoint_every: int = 1  # same unit as eval_every
     best_metric: str = ""  # e.g. "AP" or "mIoU"; empty disables best-checkpoint tracking
     best_mode: Literal["max", "min"] = "max"
@@ -101,7 +103,7 @@ class TrainConfig:
         for name in ("batch_size", "accumulate_steps"):
             if getattr(self, name) < 1:
                 raise ConfigError(f"train.{name}: expected a positive integer, got {getattr(self, name)}")
-        for name in ("eval_every", "checkpoint_every", "eval_batch_size", "num_workers"):
+        for name in ("eval_every", "checkpoint_every", "eval_batch_size", "num_workers", "eval_samples"):
             if getattr(self, name) < 0:
                 raise ConfigError(f"train.{name}: expected 0 or more, got {getattr(self, name)}")
 

@@ -18,6 +18,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                         help="override a config value (repeatable)")
     parser.add_argument("--out", type=Path, help="also write the metrics to this JSON file")
     parser.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N (default: train.device)")
+    parser.add_argument("--strict", action="store_true",
+                        help="suspicious data (a class never in the ground truth, labels mostly ignored) is an error")
     parser.set_defaults(func=run)
 
 
@@ -27,7 +29,7 @@ def run(args: argparse.Namespace) -> int:
     from densevit.engine.evaluate import evaluate
     from densevit.io import dumps_json, write_text_atomic
 
-    cfg = load_config(args.config, args.overrides)
+    cfg = load_config(args.config, [*args.overrides, *(["strict=true"] if args.strict else [])])
     metrics = evaluate(cfg, args.checkpoint, device=args.device)
     if launcher_rank() == 0:
         text = dumps_json(metrics, indent=2)

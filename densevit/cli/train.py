@@ -27,6 +27,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--out", type=Path,
                         help="run directory (default: runs/<config name>)")
     parser.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N (default: train.device)")
+    parser.add_argument("--strict", action="store_true",
+                        help="suspicious data (a class never in the ground truth, labels mostly ignored) is an error")
     parser.set_defaults(func=run)
 
 
@@ -37,7 +39,7 @@ def run(args: argparse.Namespace) -> int:
     from densevit.engine.trainer import NonFiniteLossError, train
     from densevit.io import dumps_json
 
-    cfg = load_config(args.config, args.overrides)
+    cfg = load_config(args.config, [*args.overrides, *(["strict=true"] if args.strict else [])])
     out_dir = args.out or Path("runs") / (cfg.name or args.config.stem)
     main_process = launcher_rank() == 0
     try:

@@ -5,9 +5,11 @@ A checkpoint is one ``torch.save`` file holding plain containers and tensors:
 * ``model``: the model's state dict;
 * ``config``: the experiment config as a plain dict (``ExperimentConfig.to_dict()``);
 * ``class_names``: the names of the classes the model predicts;
-* for resuming: ``optimizer``, ``scheduler``, ``scaler``, ``epoch``, ``step``,
-  ``batch_in_epoch`` (the sampler's position in the epoch), ``best`` and ``rng`` (python,
-  numpy, torch and CUDA generator states, one entry per process).
+* ``step``, ``epoch``, ``metrics``: when it was written and the validation metrics then;
+* for resuming (``last.pth`` only; ``best.pth`` is weights, config and metrics):
+  ``optimizer``, ``scheduler``, ``scaler``, ``batch_in_epoch`` (the sampler's position in the
+  epoch), ``best`` and ``rng`` (python, numpy, torch and CUDA generator states, one entry per
+  process).
 
 Writing goes through a temporary file in the target's folder and ``os.replace``, so a crash
 mid-write leaves the previous file whole. Reading uses ``torch.load(weights_only=True)``: a
@@ -74,6 +76,6 @@ def model_state(checkpoint: dict[str, Any], path: str | Path) -> dict[str, torch
 
 
 def find_resume_checkpoint(run_dir: str | Path) -> Path | None:
-    """The most recently written checkpoint (``*.pth``) in ``run_dir``, or None."""
-    candidates = [p for p in Path(run_dir).glob("*.pth") if p.is_file()]
-    return max(candidates, key=lambda p: p.stat().st_mtime_ns) if candidates else None
+    """The resumable checkpoint of a run directory (``last.pth``; ``best.pth`` holds weights only), or None."""
+    path = Path(run_dir) / LAST
+    return path if path.is_file() else None

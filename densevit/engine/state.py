@@ -52,6 +52,13 @@ def capture(*, model: nn.Module, optimizer: torch.optim.Optimizer, scheduler: An
     }
 
 
+def weights_only(checkpoint: dict[str, Any]) -> dict[str, Any]:
+    """What ``best.pth`` keeps of a :func:`capture`: weights, config, names, position and metrics
+    (a quarter of the size of a resumable checkpoint with AdamW's two moments)."""
+    keep = ("model", "config", "class_names", "epoch", "step", "best", "metrics")
+    return {key: checkpoint[key] for key in keep if key in checkpoint}
+
+
 def restore(checkpoint: dict[str, Any], path: Path, *, model: nn.Module, optimizer: torch.optim.Optimizer,
             scheduler: Any, scaler: Any, world: int, rank: int) -> LoopState:
     """Put a :func:`capture` back: weights, optimiser, schedule, scaler and this process's RNG

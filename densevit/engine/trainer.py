@@ -24,7 +24,7 @@ import torch
 import yaml
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import DataLoader, Dataset, Subset
 from tqdm import tqdm
 
 from densevit import distributed as dist
@@ -51,7 +51,7 @@ from densevit.engine.runtime import (
 )
 from densevit.engine.sampler import ResumableDistributedSampler
 from densevit.engine.signals import StopRequest, TrainingInterrupted
-from densevit.engine.state import LoopState, capture, restore
+from densevit.engine.state import LoopState, capture, restore, weights_only
 from densevit.engine.task import Task
 from densevit.errors import ConfigError
 from densevit.io import plain, write_json_atomic, write_text_atomic
@@ -159,8 +159,11 @@ class Trainer:
                        world=self.world)
 
     def save(self, name: str) -> Path:
-        """Write checkpoint ``name`` in the run directory (main process; all must call)."""
+        """Write checkpoint ``name`` in the run directory (main process; all must call): ``last.pth``
+        resumable, ``best.pth`` the weights, config and metrics only."""
         state = self.checkpoint_state()
+        if name != LAST:
+            state = weights_only(state)
         path = self.out_dir / name
         if self.main:
             save_checkpoint(state, path)
@@ -360,11 +363,16 @@ class Trainer:
     # ------------------------------------------------------------------ evaluation
 
     def _validate(self) -> None:
-        """Evaluate, log, and keep ``best.pth`` by ``train.best_metric``; metrics go to ``self.state``."""
+        """Evaluate, log, and keep ``best.pth`` by ``train.best_metric``; metrics go to ``self.state``.
+
+        On ``train.eval_samples`` validation samples; the validation at the last step follows
+        ``train.final_eval``: all samples (``full``), the same subset, or none (``skip``).
+        """
         self.state.last_eval_step = self.state.step
-        if self.val_set is None:
+        final = self.state.step >= self.total_steps
+        if self.val_set is None or (final and self.cfg.train.final_eval == "skip"):
             return
-        metrics = plain(self.evaluate())
+        metrics = plain(self.evaluate(everything=final and self.cfg.train.final_eval == "full"))
         self.state.metrics = metrics
         self.logger.log({"split": "val", "step": self.state.step, "epoch": self.state.epoch, **metrics})
         name = self.cfg.train.best_metric
@@ -383,12 +391,15 @@ class Trainer:
                 self.save(BEST)
         self.train_model.train()
 
-    def evaluate(self) -> dict[str, Any]:
-        """Score the validation set: each process runs its shard; the evaluator combines them."""
+    def evaluate(self, everything: bool = True) -> dict[str, Any]:
+        """Score the validation set (or its first ``train.eval_samples``): each process runs its
+        shard; the evaluator combines them."""
+        subset = self.cfg.train.eval_samples
+        dataset = self.val_set if everything or not subset else Subset(self.val_set, range(min(subset, len(self.val_set))))
         return evaluate_model(
             self.task,
             self.model,
-            self.val_set,
+            dataset,
             self._loader,
             self.cfg.train.eval_batch_size or self.cfg.train.batch_size,
             self.device,

@@ -98,13 +98,10 @@ def test_pickled_object_is_refused(tmp_path):
         load_checkpoint(path)
 
 
-def test_find_resume_checkpoint_takes_newest(tmp_path):
+def test_resume_auto_takes_last_pth_never_the_weights_only_best(tmp_path):
     assert find_resume_checkpoint(tmp_path) is None
     save_checkpoint(_state(1.0), tmp_path / "best.pth")
+    assert find_resume_checkpoint(tmp_path) is None  # best.pth holds no optimiser: not resumable
     save_checkpoint(_state(2.0), tmp_path / "last.pth")
-
-    os.utime(tmp_path / "best.pth", ns=(1, 1))
+    os.utime(tmp_path / "last.pth", ns=(1, 1))  # older than best.pth, still the one to resume
     assert find_resume_checkpoint(tmp_path) == tmp_path / "last.pth"
-    save_checkpoint(_state(3.0), tmp_path / "best.pth")
-    os.utime(tmp_path / "last.pth", ns=(1, 1))
-    assert find_resume_checkpoint(tmp_path) == tmp_path / "best.pth"

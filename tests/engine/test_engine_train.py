@@ -93,6 +93,21 @@ def test_run_directory(straight):
     assert last["config"]["task"] == "toy_segmentation" and last["config"]["train"]["epochs"] == 2
     assert (last["step"], last["epoch"], last["batch_in_epoch"]) == (8, 2, 0)
     assert {"python", "numpy", "torch"} <= last["rng"][0].keys()
+    # best.pth: what predicting and fine-tuning need, not the optimiser's moments
+    assert best.keys() == {"model", "config", "class_names", "epoch", "step", "best", "metrics"}
+    assert (out / "best.pth").stat().st_size < 0.6 * (out / "last.pth").stat().st_size
+
+
+def test_validation_subset_and_final_evaluation(tmp_path):
+    """eval_samples: the validations during training see the first N samples; final_eval says
+    what the last one sees (all of them by default, the subset, or none)."""
+    sets = ("train.eval_samples=3", "train.eval_batch_size=2", "train.eval_every=1")
+    for final, seen in (("full", [3, 8]), ("subset", [3, 3]), ("skip", [3])):
+        run = tmp_path / final
+        metrics = train(toy_config(*sets, f"train.final_eval={final}"), run, device="cpu")
+        val = [r for r in read_records(run / "metrics.jsonl") if r["split"] == "val"]
+        assert [r["images"] for r in val] == seen  # epoch 1 on the subset; epoch 2 is the last step
+        assert metrics["images"] == seen[-1]
 
 
 def test_training_learns_the_toy_task(tmp_path):
