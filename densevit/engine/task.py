@@ -71,6 +71,12 @@ class Task(ABC):
     def build_evaluator(self) -> Evaluator:
         """A fresh evaluator for the validation set."""
 
+    def train_forward(self, model: nn.Module, images: Any, targets: Any) -> Any:
+        """The model's outputs for a training batch; the default is ``model(images)``. A task whose
+        model learns from the targets in its forward pass (RT-DETR's denoising queries) overrides
+        it. The trainer calls it under autocast, with ``model`` possibly wrapped by DDP or compile."""
+        return model(images)
+
     def build_postprocessor(self) -> Callable[[Any, Any], Any]:
         """``postprocess(outputs, targets)`` -> predictions in the evaluator's format (used by the
         default :meth:`eval_step`; a task that overrides ``eval_step`` need not define it)."""

@@ -290,7 +290,7 @@ class Trainer:
             sync = contextlib.nullcontext() if last or self.world == 1 else self.train_model.no_sync()
             with sync:
                 with autocast(self.precision, self.device):
-                    outputs = self.train_model(images)
+                    outputs = self.task.train_forward(self.train_model, images, targets)
                     losses = self.criterion(outputs, targets)
                 loss = losses["loss"].float() / len(chunk)
                 if self.scaler is not None:
