@@ -68,6 +68,15 @@ class ScheduleConfig:
 
 
 @dataclass
+class EMAConfig:
+    """An exponential moving average of the weights (RT-DETR's ModelEMA; :mod:`densevit.engine.ema`):
+    validated, and saved as the checkpoints' ``model``, in place of the weights being trained."""
+
+    decay: float = 0.0  # 0 = off; RT-DETR uses 0.9999
+    warmup: int = 2000  # optimiser steps: the decay after n updates is decay * (1 - exp(-n / warmup))
+
+
+@dataclass
 class TrainConfig:
     """The loop: length, batch, precision, evaluation and checkpoint cadence."""
 
@@ -91,6 +100,8 @@ class TrainConfig:
     device: str = "auto"  # auto | cpu | cuda | cuda:N (the CLI's --device wins)
     eval_batch_size: int = 0  # per process; 0 = batch_size
     find_unused_parameters: bool = False  # DDP: for models whose loss skips some parameters
+    sync_bn: bool = False  # BatchNorm statistics over all processes' batches (CUDA, more than one process)
+    ema: EMAConfig = field(default_factory=EMAConfig)
     progress: bool = True  # tqdm bar on the main process
     tensorboard: bool = True  # TensorBoard scalars when tensorboard is installed
     plot_curves: bool = True  # curves.png at the end of the run when matplotlib is installed
@@ -106,6 +117,10 @@ class TrainConfig:
         for name in ("eval_every", "checkpoint_every", "eval_batch_size", "num_workers", "eval_samples"):
             if getattr(self, name) < 0:
                 raise ConfigError(f"train.{name}: expected 0 or more, got {getattr(self, name)}")
+        if not 0.0 <= self.ema.decay < 1.0:
+            raise ConfigError(f"train.ema.decay: expected a value in [0, 1) (0 turns EMA off), got {self.ema.decay}")
+        if self.ema.warmup < 1:
+            raise ConfigError(f"train.ema.warmup: expected a positive number of steps, got {self.ema.warmup}")
 
 
 @dataclass

@@ -31,6 +31,7 @@ from torch.utils.data import Dataset
 from torchvision.ops import box_convert
 
 from densevit.data.coco_json import check_instances, read_json
+from densevit.data.compose import Augmented
 from densevit.data.det_transforms import apply
 from densevit.data.images import read_rgb
 from densevit.errors import UserInputError
@@ -70,20 +71,20 @@ def load_coco(annotation_file: str | Path) -> COCO:
     return index_coco(data)
 
 
-class CocoDetection(Dataset):
+class CocoDetection(Augmented, Dataset):
     """Images of ``image_dir`` with the boxes of ``annotation_file``.
 
     Args:
-        transforms: an albumentations ``Compose`` over pixel xyxy boxes (see
-            :mod:`densevit.data.det_transforms`), ending with normalisation.
+        transform: a :class:`~densevit.data.compose.Compose` over pixel xyxy boxes (see
+            :mod:`densevit.data.det_transforms`), ending with normalisation or scaling to [0, 1].
         bad_annotations: ``"drop"`` (warn once with the count and the first few) or ``"error"``.
     """
 
-    def __init__(self, image_dir: str | Path, annotation_file: str | Path, transforms: A.Compose,
+    def __init__(self, image_dir: str | Path, annotation_file: str | Path, transform: A.Compose,
                  bad_annotations: BadAnnotationPolicy = "drop") -> None:
         self.image_dir = Path(image_dir)
         self.annotation_file = Path(annotation_file)
-        self.transforms = transforms
+        self.transform = transform
         data = read_json(self.annotation_file)
         if isinstance(data, dict):
             data.setdefault("annotations", [])
@@ -163,8 +164,9 @@ class CocoDetection(Dataset):
         return read_rgb(record.path, expected_hw=(record.height, record.width))
 
     def __getitem__(self, index: int) -> tuple[Tensor, dict[str, Tensor]]:
+        self.seed_sample(index)
         record = self.records[index]
-        image, boxes, labels = apply(self.transforms, self.load_image(index), record.boxes_xyxy, record.labels)
+        image, boxes, labels = apply(self.transform, self.load_image(index), record.boxes_xyxy, record.labels)
         height, width = image.shape[:2]
         boxes_t = box_convert(torch.from_numpy(boxes), "xyxy", "cxcywh")
         boxes_t = boxes_t / torch.tensor([width, height, width, height], dtype=torch.float32)

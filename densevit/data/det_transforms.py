@@ -15,6 +15,8 @@ import numpy as np
 from albumentations.augmentations.crops.transforms import BaseCrop
 from timm.data import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD
 
+from densevit.data.compose import Compose
+
 DETR_SCALES = tuple(range(480, 801, 32))
 
 
@@ -52,16 +54,16 @@ class RandomSizeCrop(BaseCrop):
         return {"crop_coords": (x0, y0, x0 + crop_w, y0 + crop_h)}
 
 
-def _compose(transforms: list[A.BasicTransform]) -> A.Compose:
+def _compose(transforms: list[A.BasicTransform]) -> Compose:
     transforms = [*transforms, A.Normalize(mean=IMAGENET_DEFAULT_MEAN, std=IMAGENET_DEFAULT_STD)]
     bbox_params = A.BboxParams(format="pascal_voc", label_fields=["labels"], clip=True, min_area=1.0)
-    return A.Compose(transforms, bbox_params=bbox_params)
+    return Compose(transforms, bbox_params=bbox_params)
 
 
 def train_transforms(scales: Sequence[int] = DETR_SCALES, max_size: int = 1333,
                      crop_resize_scales: Sequence[int] = (400, 500, 600),
                      crop_size: tuple[int, int] = (384, 600), crop: bool = True,
-                     hflip: float = 0.5) -> A.Compose:
+                     hflip: float = 0.5) -> Compose:
     """DETR's training augmentation; ``crop=False`` leaves out the crop branch."""
     resize = RandomShortSideResize(scales, max_size)
     if crop:
@@ -74,7 +76,7 @@ def train_transforms(scales: Sequence[int] = DETR_SCALES, max_size: int = 1333,
     return _compose([A.HorizontalFlip(p=hflip), resize])
 
 
-def val_transforms(size: int = 800, max_size: int = 1333) -> A.Compose:
+def val_transforms(size: int = 800, max_size: int = 1333) -> Compose:
     """Deterministic resize of the short side to ``size`` (long side at most ``max_size``)."""
     return _compose([RandomShortSideResize([size], max_size)])
 

@@ -21,6 +21,7 @@ import torch
 from torch.utils.data import Dataset
 
 from densevit.data import IMAGE_SUFFIXES
+from densevit.data.compose import Augmented
 from densevit.data.images import read_label_map, read_rgb
 from densevit.data.labels import apply_fov
 from densevit.data.pairing import PICTURE_SUFFIXES, pair_label_files
@@ -107,7 +108,7 @@ def find_pairs(kind: str, root: Path, split: str) -> list[tuple[Path, Path, None
     return [(image, label, None) for image, label in pairs]
 
 
-class LabelMapDataset(Dataset):
+class LabelMapDataset(Augmented, Dataset):
     """``{"image": [3,H,W] float, "mask": [H,W] int64, "path": str}`` from pictures and label maps.
 
     ``lookup`` maps label-file values to class indices (void to the ignore index); a value
@@ -139,6 +140,7 @@ class LabelMapDataset(Dataset):
         return apply_fov(self.lookup[label], fov_path, self.ignore_index)
 
     def __getitem__(self, i: int) -> dict[str, object]:
+        self.seed_sample(i)
         image_path, label_path, _ = self.samples[i]
         image = read_rgb(image_path)
         mask = self.labels(i)

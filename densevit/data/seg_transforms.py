@@ -13,12 +13,17 @@ import numpy as np
 import torch
 from timm.data import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD
 
+from densevit.data.compose import Compose
+
 
 class SegTransform:
     """Callable ``(image [H,W,C], mask [H,W]) -> (image [C,H,W] float32, mask [H,W] int64)``."""
 
-    def __init__(self, pipeline: A.Compose) -> None:
+    def __init__(self, pipeline: Compose) -> None:
         self.pipeline = pipeline
+
+    def set_random_seed(self, seed: int | None) -> None:
+        self.pipeline.set_random_seed(seed)
 
     def __call__(self, image: np.ndarray, mask: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
         out = self.pipeline(image=image, mask=mask.astype(np.int32))
@@ -29,7 +34,7 @@ class SegTransform:
 def medical_train(size: Sequence[int], rotate: float = 20.0, scale: tuple[float, float] = (0.85, 1.15)) -> SegTransform:
     """TransUNet-style slice augmentation: right-angle rotations, flips, small rotations and scaling, resize."""
     return SegTransform(
-        A.Compose(
+        Compose(
             [
                 A.RandomRotate90(p=0.5),
                 A.HorizontalFlip(p=0.5),
@@ -44,14 +49,14 @@ def medical_train(size: Sequence[int], rotate: float = 20.0, scale: tuple[float,
 def resize_only(size: Sequence[int]) -> SegTransform:
     """Resize image (bilinear) and mask (nearest) to ``size`` = (height, width)."""
     return SegTransform(
-        A.Compose([A.Resize(*size, interpolation=cv2.INTER_LINEAR, mask_interpolation=cv2.INTER_NEAREST)])
+        Compose([A.Resize(*size, interpolation=cv2.INTER_LINEAR, mask_interpolation=cv2.INTER_NEAREST)])
     )
 
 
 def street_train(crop: Sequence[int], ignore_index: int = 255, scale: tuple[float, float] = (0.5, 2.0)) -> SegTransform:
     """Random rescale, pad (mask: ignore), random crop, flip, colour jitter, ImageNet normalisation."""
     return SegTransform(
-        A.Compose(
+        Compose(
             [
                 A.RandomScale(scale_limit=(scale[0] - 1, scale[1] - 1), interpolation=cv2.INTER_LINEAR,
                               mask_interpolation=cv2.INTER_NEAREST, p=1.0),
@@ -68,4 +73,4 @@ def street_train(crop: Sequence[int], ignore_index: int = 255, scale: tuple[floa
 
 def street_eval() -> SegTransform:
     """ImageNet normalisation only (evaluation at full resolution)."""
-    return SegTransform(A.Compose([A.Normalize(mean=IMAGENET_DEFAULT_MEAN, std=IMAGENET_DEFAULT_STD)]))
+    return SegTransform(Compose([A.Normalize(mean=IMAGENET_DEFAULT_MEAN, std=IMAGENET_DEFAULT_STD)]))

@@ -23,6 +23,7 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
+from densevit.data.compose import Augmented
 from densevit.data.labels import integer_labels
 from densevit.errors import UserInputError
 
@@ -213,7 +214,7 @@ def load_synapse_cases(folder: Path) -> list[VolumeCase]:
 SliceTransform = Callable[[np.ndarray, np.ndarray], tuple[torch.Tensor, torch.Tensor]]
 
 
-class SliceDataset(Dataset):
+class SliceDataset(Augmented, Dataset):
     """2D training slices of in-memory cases: ``{"image": [C,H,W] float, "mask": [H,W] int64}``.
 
     ``keep_empty`` is the fraction of slices without foreground that are kept (chosen once,
@@ -236,6 +237,7 @@ class SliceDataset(Dataset):
         return len(self.index)
 
     def __getitem__(self, i: int) -> dict[str, torch.Tensor]:
+        self.seed_sample(i)
         c, z = self.index[i]
         case = self.cases[c]
         image = np.ascontiguousarray(case.image[..., z].transpose(1, 2, 0))  # [H, W, C]
@@ -243,7 +245,7 @@ class SliceDataset(Dataset):
         return {"image": image, "mask": mask}
 
 
-class SynapseSliceDataset(Dataset):
+class SynapseSliceDataset(Augmented, Dataset):
     """TransUNet's ``train_npz/*.npz`` slices (``image`` [H,W] in [0,1], ``label`` [H,W]), read lazily."""
 
     def __init__(self, folder: Path, transform: SliceTransform) -> None:
@@ -256,6 +258,7 @@ class SynapseSliceDataset(Dataset):
         return len(self.files)
 
     def __getitem__(self, i: int) -> dict[str, torch.Tensor]:
+        self.seed_sample(i)
         with np.load(self.files[i]) as data:
             image = data["image"].astype(np.float32)[..., None]
             label = data["label"].astype(np.int64)

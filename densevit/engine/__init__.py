@@ -4,6 +4,7 @@
 * :mod:`~densevit.engine.trainer`: the loop, ``train(cfg, out_dir, resume, device)``.
 * :mod:`~densevit.engine.evaluate`: scoring a model on the validation set (in the loop and ``evaluate``).
 * :mod:`~densevit.engine.state`: what a checkpoint holds to continue exactly, and restoring it.
+* :mod:`~densevit.engine.ema`: the exponential moving average of the weights (``train.ema``).
 * :mod:`~densevit.engine.checkpoint`: atomic ``save_checkpoint`` / data-only ``load_checkpoint``.
 * :mod:`~densevit.engine.build`: configs and checkpoints to tasks and models.
 * :mod:`~densevit.engine.optim`: parameter groups (as the model declares them), AdamW/SGD, schedules.

@@ -6,6 +6,8 @@ A checkpoint is one ``torch.save`` file holding plain containers and tensors:
 * ``config``: the experiment config as a plain dict (``ExperimentConfig.to_dict()``);
 * ``class_names``: the names of the classes the model predicts;
 * ``step``, ``epoch``, ``metrics``: when it was written and the validation metrics then;
+* with ``train.ema``, ``model`` is the weights' moving average (what validation scored);
+  ``last.pth`` adds ``train_model`` (the weights being trained) and ``ema_updates``;
 * for resuming (``last.pth`` only; ``best.pth`` is weights, config and metrics):
   ``optimizer``, ``scheduler``, ``scaler``, ``batch_in_epoch`` (the sampler's position in the
   epoch), ``best`` and ``rng`` (python, numpy, torch and CUDA generator states, one entry per
@@ -18,7 +20,7 @@ checkpoint is data, never code.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import torch
 
@@ -79,3 +81,15 @@ def find_resume_checkpoint(run_dir: str | Path) -> Path | None:
     """The resumable checkpoint of a run directory (``last.pth``; ``best.pth`` holds weights only), or None."""
     path = Path(run_dir) / LAST
     return path if path.is_file() else None
+
+
+def resume_path(resume: str | Path | None, run_dir: Path, say: Callable[[str], None]) -> Path | None:
+    """``--resume``: a path, ``auto`` (the run's ``last.pth``, or a fresh start, said with ``say``) or None."""
+    if resume is None or resume == "":
+        return None
+    if str(resume) == "auto":
+        found = find_resume_checkpoint(run_dir)
+        if found is None:
+            say(f"--resume auto: no checkpoint in {run_dir}; starting from scratch")
+        return found
+    return Path(resume)

@@ -8,6 +8,7 @@ from typing import Any, ContextManager
 
 import numpy as np
 import torch
+from torch import nn
 
 from densevit.distributed import env_world_size, local_rank
 from densevit.errors import UserInputError
@@ -65,6 +66,32 @@ def seed_everything(seed: int) -> None:
     random.seed(seed)
     np.random.seed(seed % 2**32)
     torch.manual_seed(seed)
+
+
+def start_epoch(dataset: Any, task: Any, epoch: int, seed: int) -> None:
+    """Before the epoch's loader iterator exists (workers copy the dataset then): call
+    ``set_epoch(epoch)`` on the training dataset and the task where they define it
+    (augmentation that changes with the epoch), and ``dataset.reseed(seed)`` where the
+    dataset has it (augmentation with random generators of its own, which torch's seeding of
+    python, numpy and torch in the process and its workers does not reach)."""
+    for owner in (dataset, task):
+        set_epoch = getattr(owner, "set_epoch", None)
+        if set_epoch is not None:
+            set_epoch(epoch)
+    reseed = getattr(dataset, "reseed", None)
+    if reseed is not None:
+        reseed(seed)
+
+
+def sync_batchnorm(model: nn.Module, world: int, device: torch.device) -> tuple[nn.Module, str | None]:
+    """``model`` with SyncBatchNorm layers where they can run (CUDA, more than one process),
+    else ``model`` unchanged and the reason why (BatchNorm statistics then stay per process)."""
+    if world > 1 and device.type == "cuda":
+        return nn.SyncBatchNorm.convert_sync_batchnorm(model), None
+    if world == 1:
+        return model, "one process: BatchNorm already normalises over the whole batch; nothing to synchronise"
+    return model, (f"SyncBatchNorm needs CUDA processes (NCCL); this {device.type.upper()} run normalises "
+                   "each process's own batch")
 
 
 def set_deterministic(enabled: bool) -> None:

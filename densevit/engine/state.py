@@ -1,6 +1,13 @@
-"""What a training checkpoint holds to continue exactly, and putting it back."""
+"""What a training checkpoint holds to continue exactly, and putting it back.
+
+With an EMA of the weights (``train.ema``) the checkpoint's ``model`` is the average (what
+validation scored, and what ``predict``/``evaluate``/``model.pretrained`` read), the weights
+being trained are ``train_model`` and the average's position is ``ema_updates``. Without
+EMA neither extra key is written.
+"""
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -10,6 +17,8 @@ from torch import nn
 
 from densevit import distributed as dist
 from densevit.engine.build import load_model_weights
+from densevit.engine.checkpoint import model_state
+from densevit.engine.ema import ModelEMA
 from densevit.engine.runtime import rng_state, set_rng_state
 from densevit.errors import UserInputError
 from densevit.io import json_safe
@@ -28,13 +37,24 @@ class LoopState:
     last_eval_step: int = -1  # the step of the latest evaluation
     metrics: dict[str, Any] = field(default_factory=dict)  # its metrics (JSON-ready)
 
+    def improve_best(self, value: float, mode: str) -> bool:
+        """Keep ``value`` as the best when finite and better (``mode``: ``max`` or ``min``); says whether it was."""
+        better = self.best is None or (value > self.best if mode == "max" else value < self.best)
+        if math.isfinite(value) and better:
+            self.best = value
+            return True
+        return False
+
 
 def capture(*, model: nn.Module, optimizer: torch.optim.Optimizer, scheduler: Any, scaler: Any, state: LoopState,
-            config: dict[str, Any], class_names: list[str], world: int) -> dict[str, Any]:
+            config: dict[str, Any], class_names: list[str], world: int, ema: ModelEMA | None = None) -> dict[str, Any]:
     """The checkpoint dict of a run (see :mod:`densevit.engine.checkpoint`); gathers every
-    process's RNG state, so every process must call it."""
+    process's RNG state, so every process must call it. With ``ema``, ``model`` holds its
+    averaged weights and ``train_model`` the model's own (see the module docstring)."""
+    extra = {} if ema is None else {"train_model": model.state_dict(), "ema_updates": ema.updates}
     return {
-        "model": model.state_dict(),
+        "model": (model if ema is None else ema.module).state_dict(),
+        **extra,
         "config": config,
         "class_names": list(class_names),
         "optimizer": optimizer.state_dict(),
@@ -60,10 +80,14 @@ def weights_only(checkpoint: dict[str, Any]) -> dict[str, Any]:
 
 
 def restore(checkpoint: dict[str, Any], path: Path, *, model: nn.Module, optimizer: torch.optim.Optimizer,
-            scheduler: Any, scaler: Any, world: int, rank: int) -> LoopState:
-    """Put a :func:`capture` back: weights, optimiser, schedule, scaler and this process's RNG
-    states; returns the loop's position. A checkpoint that cannot continue this run is a
-    ``UserInputError`` naming the file and the field."""
+            scheduler: Any, scaler: Any, world: int, rank: int, ema: ModelEMA | None = None) -> LoopState:
+    """Put a :func:`capture` back: weights (and the EMA's), optimiser, schedule, scaler and this
+    process's RNG states; returns the loop's position. A checkpoint that cannot continue this
+    run is a ``UserInputError`` naming the file and the field.
+
+    The model always gets the trained weights (``train_model`` when the checkpoint has it,
+    else ``model``), whether or not this run keeps an EMA. ``ema`` gets the checkpoint's
+    average; from a checkpoint written without EMA it starts again from the resumed weights."""
     for key in RESUME_FIELDS:
         if key not in checkpoint:
             raise UserInputError(f"{path}: field {key!r} missing: not a resumable training checkpoint")
@@ -72,7 +96,12 @@ def restore(checkpoint: dict[str, Any], path: Path, *, model: nn.Module, optimiz
             f"{path}: written by {checkpoint['world_size']} processes; resume with the same number "
             f"(now {world}) so that every process continues its own shard"
         )
-    load_model_weights(model, checkpoint, path)
+    if "train_model" in checkpoint:
+        load_model_weights(model, {"model": checkpoint["train_model"]}, f"{path}: field 'train_model'")
+    else:
+        load_model_weights(model, checkpoint, path)
+    if ema is not None:
+        ema.load_state_dict(model_state(checkpoint, path), int(checkpoint.get("ema_updates", 0)))
     try:
         optimizer.load_state_dict(checkpoint["optimizer"])
         scheduler.load_state_dict(checkpoint["scheduler"])

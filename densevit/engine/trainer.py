@@ -5,6 +5,12 @@ postprocessor and evaluator; the loop supplies devices, mixed precision, DDP, gr
 accumulation and clipping, the schedule, evaluation, checkpoints, exact resume, signal
 handling, non-finite loss checks and logs.
 
+With ``train.ema`` the loop keeps an exponential moving average of the weights
+(:mod:`densevit.engine.ema`), updated after every optimiser step, and validates and saves it
+in place of the weights being trained. At the start of every epoch, before its batches are
+drawn, the loop calls ``set_epoch(epoch)`` on the training dataset and on the task when they
+define it (augmentation that changes with the epoch).
+
 Counting: a *micro-batch* is one forward/backward on ``train.batch_size`` samples per
 process; a *step* (iteration) is one optimiser update after ``train.accumulate_steps``
 micro-batches. Schedules, ``train.iters`` and iteration-based cadences count steps.
@@ -35,8 +41,10 @@ from densevit.engine.checkpoint import (
     LAST,
     find_resume_checkpoint,
     load_checkpoint,
+    resume_path,
     save_checkpoint,
 )
+from densevit.engine.ema import ModelEMA
 from densevit.engine.evaluate import evaluate_model
 from densevit.engine.logs import RunLogger
 from densevit.engine.optim import build_optimizer, build_scheduler
@@ -48,6 +56,8 @@ from densevit.engine.runtime import (
     resolve_precision,
     seed_everything,
     set_deterministic,
+    start_epoch,
+    sync_batchnorm,
 )
 from densevit.engine.sampler import ResumableDistributedSampler
 from densevit.engine.signals import StopRequest, TrainingInterrupted
@@ -94,17 +104,21 @@ class Trainer:
         self.model: nn.Module = build_model(self.task).to(self.device)
         if tcfg.channels_last:
             self.model = self.model.to(memory_format=torch.channels_last)
+        if tcfg.sync_bn:  # before the optimiser and DDP take the layers
+            self.model, why_not = sync_batchnorm(self.model, self.world, self.device)
+            if why_not:
+                self._print(f"train.sync_bn: {why_not}")
         self.criterion: nn.Module = self.task.build_criterion().to(self.device)
-        train_set, self.val_set = self.task.build_datasets()
+        self.train_set, self.val_set = self.task.build_datasets()
         seed_everything(cfg.seed + self.rank)
 
-        self.sampler = ResumableDistributedSampler(len(train_set), self.world, self.rank, cfg.seed, shuffle=True)
-        self.train_loader = self._loader(train_set, self.sampler, tcfg.batch_size, drop_last=True)
+        self.sampler = ResumableDistributedSampler(len(self.train_set), self.world, self.rank, cfg.seed, shuffle=True)
+        self.train_loader = self._loader(self.train_set, self.sampler, tcfg.batch_size, drop_last=True)
         self.micro_per_epoch = (len(self.sampler) // tcfg.batch_size) // tcfg.accumulate_steps * tcfg.accumulate_steps
         self.steps_per_epoch = self.micro_per_epoch // tcfg.accumulate_steps
         if self.steps_per_epoch == 0:
             raise ConfigError(
-                f"train.batch_size: {len(train_set)} training samples are fewer than one step needs "
+                f"train.batch_size: {len(self.train_set)} training samples are fewer than one step needs "
                 f"(batch_size {tcfg.batch_size} x accumulate_steps {tcfg.accumulate_steps} x {self.world} processes)"
             )
         self.total_steps = tcfg.epochs * self.steps_per_epoch if tcfg.epochs > 0 else tcfg.iters
@@ -115,6 +129,8 @@ class Trainer:
         )
         self.scaler = grad_scaler(self.precision, self.device)
         self.train_model = self._wrap(self.model)
+        # After wrapping: DDP has given every process rank 0's weights, so all averages start equal.
+        self.ema = ModelEMA(self.model, tcfg.ema.decay, tcfg.ema.warmup) if tcfg.ema.decay > 0 else None
         self.state = LoopState()
         self.logger = RunLogger(self.out_dir, self.main, tensorboard=tcfg.tensorboard)
         self.stop = StopRequest()
@@ -156,11 +172,12 @@ class Trainer:
         """Everything needed to continue; gathers every process's RNG state (collective)."""
         return capture(model=self.model, optimizer=self.optimizer, scheduler=self.scheduler, scaler=self.scaler,
                        state=self.state, config=self.cfg.to_dict(), class_names=self.task.class_names(),
-                       world=self.world)
+                       world=self.world, ema=self.ema)
 
     def save(self, name: str) -> Path:
         """Write checkpoint ``name`` in the run directory (main process; all must call): ``last.pth``
-        resumable, ``best.pth`` the weights, config and metrics only."""
+        resumable, ``best.pth`` the weights, config and metrics only. With EMA, ``model`` is the
+        average in both (what validation scored); ``last.pth`` adds the trained weights."""
         state = self.checkpoint_state()
         if name != LAST:
             state = weights_only(state)
@@ -173,10 +190,12 @@ class Trainer:
         return path
 
     def resume(self, path: Path) -> None:
-        """Restore model, optimiser, scheduler, scaler, position and RNG states from ``path``."""
+        """Restore model, EMA, optimiser, scheduler, scaler, position and RNG states from ``path``."""
         checkpoint = load_checkpoint(path, map_location=self.device)
         self.state = restore(checkpoint, path, model=self.model, optimizer=self.optimizer, scheduler=self.scheduler,
-                             scaler=self.scaler, world=self.world, rank=self.rank)
+                             scaler=self.scaler, world=self.world, rank=self.rank, ema=self.ema)
+        if self.ema is not None and "ema_updates" not in checkpoint:
+            self._print(f"train.ema: {path} was written without EMA; the average starts from its weights")
         self.last_saved_step = self.state.step
         self.logger.truncate_after(self.state.step)
 
@@ -187,7 +206,7 @@ class Trainer:
         if self.main:
             self.out_dir.mkdir(parents=True, exist_ok=True)
             write_text_atomic(self.out_dir / CONFIG_FILE, yaml.safe_dump(self.cfg.to_dict(), sort_keys=False))
-        path = self._resume_path(resume)
+        path = resume_path(resume, self.out_dir, self._print)
         if path is not None:
             self.resume(path)
             self._print(f"resumed from {path} at step {self.state.step}/{self.total_steps} (epoch {self.state.epoch})")
@@ -239,9 +258,14 @@ class Trainer:
         tcfg = self.cfg.train
         accumulate = tcfg.accumulate_steps
         self.sampler.set_position(self.state.epoch, self.state.batch_in_epoch * tcfg.batch_size)
-        self.train_loader.generator.manual_seed(self.cfg.seed * 100_003 + self.state.epoch)
+        epoch_seed = self.cfg.seed * 100_003 + self.state.epoch
+        self.train_loader.generator.manual_seed(epoch_seed)
         remaining_micro = self.micro_per_epoch - self.state.batch_in_epoch
         remaining_micro = min(remaining_micro, (self.total_steps - self.state.step) * accumulate)
+        if remaining_micro <= 0:
+            return  # a resumed run whose checkpoint closed this epoch's last step: nothing left
+        # Before the iterator exists: loader workers take their copy of the dataset then.
+        start_epoch(self.train_set, self.task, self.state.epoch, epoch_seed)
         batches = itertools.islice(iter(self.train_loader), remaining_micro)
         self.train_model.train()
         window: dict[str, list[float]] = {}
@@ -324,6 +348,8 @@ class Trainer:
         else:
             self.optimizer.step()
         self.optimizer.zero_grad(set_to_none=True)
+        if self.ema is not None:
+            self.ema.update(self.model)
         self._advance_schedule()
         return sums
 
@@ -381,24 +407,18 @@ class Trainer:
                 raise ConfigError(
                     f"train.best_metric: {name!r} is not among the evaluator's metrics ({', '.join(metrics)})"
                 )
-            value = float(metrics[name])
-            best = self.state.best
-            improved = math.isfinite(value) and (
-                best is None or (value > best if self.cfg.train.best_mode == "max" else value < best)
-            )
-            if improved:
-                self.state.best = value
+            if self.state.improve_best(float(metrics[name]), self.cfg.train.best_mode):
                 self.save(BEST)
         self.train_model.train()
 
     def evaluate(self, everything: bool = True) -> dict[str, Any]:
-        """Score the validation set (or its first ``train.eval_samples``): each process runs its
-        shard; the evaluator combines them."""
+        """Score the validation set (or its first ``train.eval_samples``) with the EMA weights when
+        ``train.ema`` is on, else the model's: each process runs its shard; the evaluator combines them."""
         subset = self.cfg.train.eval_samples
         dataset = self.val_set if everything or not subset else Subset(self.val_set, range(min(subset, len(self.val_set))))
         return evaluate_model(
             self.task,
-            self.model,
+            self.model if self.ema is None else self.ema.module,
             dataset,
             self._loader,
             self.cfg.train.eval_batch_size or self.cfg.train.batch_size,
@@ -415,16 +435,6 @@ class Trainer:
     @staticmethod
     def _due(count: int, every: int) -> bool:
         return every > 0 and count > 0 and count % every == 0
-
-    def _resume_path(self, resume: str | Path | None) -> Path | None:
-        if resume is None or resume == "":
-            return None
-        if str(resume) == "auto":
-            found = find_resume_checkpoint(self.out_dir)
-            if found is None:
-                self._print(f"--resume auto: no checkpoint in {self.out_dir}; starting from scratch")
-            return found
-        return Path(resume)
 
     def _print(self, message: str) -> None:
         if self.main:

@@ -7,6 +7,10 @@ three classes, so a small conv net can learn it. Importable by subprocesses thro
 Fault injection for the tests lives in the loss config: ``nan_at_call`` makes the N-th
 training call of the criterion (1-based) return NaN; ``interrupt_at_call`` sends this process
 ``interrupt_signal`` during the N-th call, as a user's Ctrl-C or a scheduler's SIGTERM would.
+
+The epoch hook: with ``data.epoch_log`` set, the training dataset's and the task's
+``set_epoch`` calls and the epoch each training sample is read in (also inside loader
+workers) are appended to that file, one ``who epoch`` line each (see :func:`read_epoch_log`).
 """
 from __future__ import annotations
 
@@ -16,6 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
 
+import albumentations as A
 import numpy as np
 import torch
 import torch.distributed as dist
@@ -23,6 +28,7 @@ import torch.nn.functional as F
 from torch import nn
 from torch.utils.data import Dataset
 
+from densevit.data.compose import Augmented, Compose
 from densevit.engine.task import TASKS, Task
 from densevit.errors import UserInputError
 from densevit.inference import RUNNERS, Predictor
@@ -37,6 +43,10 @@ class ToyData:
     val_size: int = 8
     image_size: int = 16
     flip: bool = True  # random horizontal flips, drawn from the global torch RNG
+    # "albumentations": flips and brightness/contrast from an albumentations pipeline, whose
+    # generators are its own (seeded per sample, see densevit.data.compose.Augmented)
+    augment: str = "none"
+    epoch_log: str = ""  # a file recording set_epoch calls and the epoch of every sample read
 
 
 @dataclass
@@ -53,29 +63,58 @@ def toy_mask(image: torch.Tensor) -> torch.Tensor:
     return (image[0] > low).long() + (image[0] > high).long()
 
 
-class ToyDataset(Dataset):
-    def __init__(self, size: int, image_size: int, offset: int, flip: bool) -> None:
+def log_epoch(path: str, who: str, epoch: int) -> None:
+    if path:
+        with open(path, "a") as log:
+            log.write(f"{who} {epoch}\n")
+
+
+def read_epoch_log(path: Path) -> list[tuple[str, int]]:
+    """The ``(who, epoch)`` lines of a ``data.epoch_log`` file: ``dataset``/``task`` for
+    ``set_epoch`` calls, ``sample`` for each training sample read."""
+    return [(who, int(epoch)) for who, epoch in (line.split() for line in path.read_text().splitlines())]
+
+
+class ToyDataset(Augmented, Dataset):
+    def __init__(self, size: int, image_size: int, offset: int, flip: bool, epoch_log: str = "",
+                 augment: str = "none") -> None:
         self.size, self.image_size, self.offset, self.flip = size, image_size, offset, flip
+        self.epoch_log = epoch_log
+        self.transform = None
+        if augment == "albumentations":
+            self.transform = Compose([A.HorizontalFlip(p=0.5), A.RandomBrightnessContrast(0.3, 0.3, p=0.5)])
+        self.epoch = -1  # set by the trainer's epoch hook (training set only)
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+        log_epoch(self.epoch_log, "dataset", epoch)
 
     def __len__(self) -> int:
         return self.size
 
     def __getitem__(self, index: int) -> tuple[torch.Tensor, torch.Tensor]:
+        log_epoch(self.epoch_log, "sample", self.epoch)
         generator = torch.Generator().manual_seed(self.offset + index)
         image = torch.randn(3, self.image_size, self.image_size, generator=generator)
         if self.flip and torch.rand(()) < 0.5:
             image = image.flip(-1)
+        if self.transform is not None:
+            self.seed_sample(index)
+            augmented = self.transform(image=image.permute(1, 2, 0).numpy())["image"]
+            image = torch.from_numpy(np.ascontiguousarray(augmented.transpose(2, 0, 1)))
         return image, toy_mask(image)
 
 
 class ToyNet(nn.Module):
-    """conv3x3 + GroupNorm (per sample, so DDP and one process agree) + dropout + conv1x1."""
+    """conv3x3 + GroupNorm (per sample, so DDP and one process agree) or BatchNorm (``norm:
+    batch``, buffers for the EMA and sync_bn tests) + dropout + conv1x1."""
 
     backbone_prefixes = ("backbone.",)
 
-    def __init__(self, num_classes: int, width: int = 8, dropout: float = 0.1) -> None:
+    def __init__(self, num_classes: int, width: int = 8, dropout: float = 0.1, norm: str = "group") -> None:
         super().__init__()
-        self.backbone = nn.Sequential(nn.Conv2d(3, width, 3, padding=1), nn.GroupNorm(2, width), nn.ReLU())
+        norm_layer = nn.BatchNorm2d(width) if norm == "batch" else nn.GroupNorm(2, width)
+        self.backbone = nn.Sequential(nn.Conv2d(3, width, 3, padding=1), norm_layer, nn.ReLU())
         self.pos_embed = nn.Parameter(torch.zeros(1, width, 1, 1))
         self.dropout = nn.Dropout2d(dropout)
         self.head = nn.Conv2d(width, num_classes, 1)
@@ -147,7 +186,7 @@ class ToySegmentationTask(Task):
 
     def build_datasets(self) -> tuple[Dataset, Dataset | None]:
         d = self.cfg.data
-        train = ToyDataset(d.train_size, d.image_size, offset=0, flip=d.flip)
+        train = ToyDataset(d.train_size, d.image_size, offset=0, flip=d.flip, epoch_log=d.epoch_log, augment=d.augment)
         val = ToyDataset(d.val_size, d.image_size, offset=100_000, flip=False) if d.val_size else None
         return train, val
 
@@ -163,6 +202,9 @@ class ToySegmentationTask(Task):
 
     def class_names(self) -> list[str]:
         return CLASS_NAMES
+
+    def set_epoch(self, epoch: int) -> None:
+        log_epoch(self.cfg.data.epoch_log, "task", epoch)
 
 
 @RUNNERS.register("toy_segmentation")

@@ -19,7 +19,7 @@ from densevit.inference import PredictOptions, Predictor
 
 ROAD = 3  # CamVid's road label
 # A small R50+ViT hybrid: its CNN stem learns roads from scratch in a minute on two cores
-# (road IoU about 0.5 after 120 steps; the plain ViT-Ti/16 needs far longer).
+# (road IoU 0.2-0.6 after 120 steps; the plain ViT-Ti/16 needs far longer).
 MODEL = {"name": "transunet_r50_vitb16", "num_classes": 2,
          "kwargs": dict(img_size=[128, 160], hidden=64, depth=1, num_heads=2, mlp_dim=128, resnet_layers=[1, 1, 1],
                         resnet_width=32, head_channels=32, decoder_channels=[32, 16, 16, 8])}
@@ -85,7 +85,9 @@ def test_binary_roads_train_and_predict_then_score_equals_evaluate(binary_set, t
     root, train_parts, val_parts = binary_set
     cfg = _config(_data(train_parts, val_parts, medical_metrics=True, spacing=[0.5, 0.5]))
     metrics = train(cfg, tmp_path / "run", device="cpu")
-    assert metrics["IoU/road"] > 0.3  # roads are learnt: the 0/255 masks were not read as "ignore"
+    # roads are learnt (0.18-0.58 over seeds 0-2): were the 255s read as "ignore", road would
+    # never be a target and its IoU 0
+    assert metrics["IoU/road"] > 0.1
     assert {"mean_dice", "dice/road", "hd95/road"} <= metrics.keys() and metrics["medical"]["unit"] == "mm"
 
     Predictor.from_checkpoint(tmp_path / "run" / LAST, PredictOptions(batch_size=3)).predict(
