@@ -10,6 +10,7 @@ Families (each module registers its names when imported here):
   * ``swin``: swin_tiny, swin_small, swin_base;
   * ``tnt``: tnt_small;
   * ``resnet``: resnet18, resnet50, resnet101 (FrozenBatchNorm2d, DETR's layout);
+  * ``resnet_d``: resnet18d, resnet34d, resnet50d, resnet101d (timm's ResNet-D, RT-DETR's ResNet-vd);
   * ``transunet_encoder``: r50_vit_b16 (TransUNet's encoder, exactly as the reference computes
     it; also takes Google's ``.npz``), vit_b16_transunet (its plain-ViT variant);
   * ``hybrid``: r50_vit_b16_timm (the same hybrid in timm's padding and normalisation);
@@ -20,6 +21,7 @@ from __future__ import annotations
 from densevit.backbones import (  # noqa: F401  (importing a family registers its backbones)
     hybrid,
     resnet,
+    resnet_d,
     swin,
     tiny_cnn,
     tnt,

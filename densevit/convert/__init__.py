@@ -11,7 +11,7 @@ from densevit.registry import Registry
 
 CONVERTERS = Registry("converter")
 
-_CONVERTER_MODULES = ("densevit.convert.detr", "densevit.convert.transunet")
+_CONVERTER_MODULES = ("densevit.convert.detr", "densevit.convert.rtdetr", "densevit.convert.transunet")
 
 
 def load_converters() -> Registry:

@@ -106,6 +106,7 @@ def convert_state(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
 def convert_detr_official(src: Path, dst: Path) -> str:
     """Convert ``src`` (facebookresearch/detr) into a densevit checkpoint at ``dst``."""
     from densevit.config import build_config
+    from densevit.detection.coco_classes import COCO_CATEGORY_IDS, COCO_CLASS_NAMES
     from densevit.engine.checkpoint import save_checkpoint
     from densevit.models import create_model
 
@@ -113,10 +114,11 @@ def convert_detr_official(src: Path, dst: Path) -> str:
     state, args = read_official_checkpoint(src)
     model_cfg = infer_model_config(state, args)
     num_classes = model_cfg["num_classes"]
+    coco_names = dict(zip(COCO_CATEGORY_IDS, COCO_CLASS_NAMES))
     data = {
         # the official models predict COCO category ids directly: label i is category id i
         "category_ids": list(range(num_classes)),
-        "class_names": [f"category {i}" for i in range(num_classes)],
+        "class_names": [coco_names.get(i, f"category {i}") for i in range(num_classes)],
     }
     cfg = build_config({"task": "detection", "name": f"{model_cfg['name']}_converted", "model": model_cfg,
                         "data": data}, where=str(src))

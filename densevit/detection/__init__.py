@@ -1,8 +1,8 @@
-"""DETR object detection: model, matching, loss, post-processing and the ``detection`` task."""
+"""DETR-family object detection: DETR and RT-DETR, matching, losses, post-processing and the ``detection`` task."""
 from __future__ import annotations
 
 from densevit.data.collate import PaddedImages
-from densevit.detection import models, task  # noqa: F401  (registration)
+from densevit.detection import models, rtdetr, task  # noqa: F401  (registration)
 from densevit.detection.criterion import SetCriterion
 from densevit.detection.detr import DETR
 from densevit.detection.matcher import HungarianMatcher

@@ -43,19 +43,19 @@ class SetCriterion(nn.Module):
     def forward(self, outputs: dict[str, Any], targets: list[dict[str, Tensor]]) -> dict[str, Tensor]:
         """``outputs`` as DETR returns them; ``targets`` per image ``labels`` [N_i], ``boxes`` [N_i,4] cxcywh."""
         num_boxes = self._num_boxes(targets, outputs["pred_boxes"].device)
-        matched = _Matched(self.matcher(outputs, targets), targets, outputs["pred_logits"].device)
+        matched = MatchedTargets(self.matcher(outputs, targets), targets, outputs["pred_logits"].device)
         losses = self._terms(outputs, matched, num_boxes)
         losses.update(self._logged(outputs, targets, matched))
         total = sum(self.weights[name] * losses[name] for name in self.weights)
         if self.aux_loss:
             for i, aux in enumerate(outputs.get("aux_outputs", [])):
-                aux_matched = _Matched(self.matcher(aux, targets), targets, aux["pred_logits"].device)
+                aux_matched = MatchedTargets(self.matcher(aux, targets), targets, aux["pred_logits"].device)
                 for name, value in self._terms(aux, aux_matched, num_boxes).items():
                     losses[f"{name}_{i}"] = value
                     total = total + self.weights[name] * value
         if "enc_outputs" in outputs:  # two-stage proposals: one prediction per encoder token
             enc = outputs["enc_outputs"]
-            enc_matched = _Matched(self.matcher(enc, targets), targets, enc["pred_logits"].device)
+            enc_matched = MatchedTargets(self.matcher(enc, targets), targets, enc["pred_logits"].device)
             for name, value in self._terms(enc, enc_matched, num_boxes).items():
                 losses[f"{name}_enc"] = value
                 total = total + self.weights[name] * value
@@ -66,7 +66,7 @@ class SetCriterion(nn.Module):
         count = torch.tensor(float(sum(len(t["labels"]) for t in targets)), device=device)
         return (all_reduce_sum(count) / world_size()).clamp(min=1)
 
-    def _terms(self, outputs: dict[str, Any], matched: "_Matched", num_boxes: Tensor) -> dict[str, Tensor]:
+    def _terms(self, outputs: dict[str, Any], matched: "MatchedTargets", num_boxes: Tensor) -> dict[str, Tensor]:
         logits = outputs["pred_logits"]
         target_classes = torch.full(logits.shape[:2], self.num_classes, dtype=torch.int64, device=logits.device)
         target_classes[matched.batch_idx, matched.query_idx] = matched.labels
@@ -87,7 +87,7 @@ class SetCriterion(nn.Module):
 
     @torch.no_grad()
     def _logged(self, outputs: dict[str, Any], targets: list[dict[str, Tensor]],
-                matched: "_Matched") -> dict[str, Tensor]:
+                matched: "MatchedTargets") -> dict[str, Tensor]:
         logits = outputs["pred_logits"]
         device = logits.device
         if self.classification == "sigmoid":
@@ -105,7 +105,7 @@ class SetCriterion(nn.Module):
         return {"class_error": 100 - accuracy, "cardinality_error": cardinality_error}
 
 
-class _Matched:
+class MatchedTargets:
     """The matcher's per-image indices gathered into flat tensors on ``device``.
 
     ``batch_idx``/``query_idx`` [M] locate the matched queries; ``labels`` [M] and

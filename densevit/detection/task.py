@@ -1,11 +1,15 @@
-"""The ``detection`` task: DETR on COCO-format data, for the task-agnostic trainer."""
+"""The ``detection`` task: DETR and RT-DETR on COCO-format data, for the task-agnostic trainer.
+
+The model's family decides the criterion (DETR's set loss or RT-DETR's varifocal one), the
+data pipeline (DETR's aspect-keeping resize with padding masks, or RT-DETR's fixed square size
+in [0, 1]) and whether the forward pass takes the targets (RT-DETR's denoising queries).
+"""
 from __future__ import annotations
 
 import warnings
-from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
-from typing import Any, Callable, Literal
+from typing import Any, Callable
 
 import torch
 from torch import Tensor, nn
@@ -13,57 +17,19 @@ from torch.utils.data import Dataset
 
 from densevit.data.coco import CocoDetection, load_coco
 from densevit.data.collate import collate_detection
-from densevit.data.det_transforms import DETR_SCALES, train_transforms, val_transforms
+from densevit.data.det_transforms import train_transforms, val_transforms
+from densevit.data.rtdetr_transforms import (
+    MultiScaleBatchResize,
+    rtdetr_train_transforms,
+    rtdetr_val_transforms,
+)
+from densevit.detection.config import DetectionDataConfig, DetectionLossConfig
 from densevit.detection.criterion import SetCriterion
 from densevit.detection.matcher import HungarianMatcher
 from densevit.detection.postprocess import PostProcess
+from densevit.detection.rtdetr_criterion import RTDETRCriterion
 from densevit.engine.task import TASKS, Task
 from densevit.errors import ConfigError
-
-
-@dataclass
-class DetectionDataConfig:
-    """``data:`` of a detection config: COCO-format files and the augmentation sizes."""
-
-    train_images: str = ""
-    train_annotations: str = ""
-    val_images: str = ""
-    val_annotations: str = ""
-    bad_annotations: Literal["drop", "error"] = "drop"
-    train_scales: list[int] = field(default_factory=lambda: list(DETR_SCALES))
-    max_size: int = 1333
-    crop: bool = True
-    crop_resize_scales: list[int] = field(default_factory=lambda: [400, 500, 600])
-    crop_size: tuple[int, int] = (384, 600)
-    hflip: float = 0.5
-    val_size: int = 800
-    size_divisor: int = 1  # pad batches to a multiple (ViT needs 16, Swin 32)
-    max_detections: int = 100
-    # Used when the annotation files are not at hand (e.g. predicting on another machine).
-    class_names: list[str] = field(default_factory=list)
-    category_ids: list[int] = field(default_factory=list)
-
-
-@dataclass
-class DetectionLossConfig:
-    """``loss:`` of a detection config: matching costs and loss weights (DETR's by default).
-
-    ``classification: sigmoid`` switches to focal loss with sigmoid scores (Deformable
-    DETR's choice), which converges much faster on small data; use ``weight_class: 2`` and
-    ``cost_class: 2`` with it.
-    """
-
-    classification: Literal["softmax", "sigmoid"] = "softmax"
-    cost_class: float = 1.0
-    cost_bbox: float = 5.0
-    cost_giou: float = 2.0
-    weight_class: float = 1.0
-    weight_bbox: float = 5.0
-    weight_giou: float = 2.0
-    eos_coef: float = 0.1
-    aux_loss: bool = True
-    focal_alpha: float = 0.25
-    focal_gamma: float = 2.0
 
 
 class DetectionEvaluator:
@@ -163,29 +129,71 @@ class DetectionTask(Task):
 
     # ------------------------------------------------------------------ builders
 
+    @cached_property
+    def family(self) -> str:
+        """``rtdetr`` or ``detr``: which criterion, data pipeline and scores the model needs."""
+        chosen = self.cfg.loss.criterion
+        if chosen != "auto":
+            return chosen
+        return "rtdetr" if self.cfg.model.name.startswith("rtdetr") else "detr"
+
+    @property
+    def pipeline(self) -> str:
+        return self.family if self.cfg.data.pipeline == "auto" else self.cfg.data.pipeline
+
+    @property
+    def classification(self) -> str:
+        return "sigmoid" if self.family == "rtdetr" else self.cfg.loss.classification
+
     def build_model(self) -> nn.Module:
         from densevit.models import create_model
 
         kwargs = dict(self.cfg.model.kwargs)
-        kwargs.setdefault("classification", self.cfg.loss.classification)
-        kwargs.setdefault("aux_loss", self.cfg.loss.aux_loss)
+        if self.family == "detr":
+            kwargs.setdefault("classification", self.cfg.loss.classification)
+            kwargs.setdefault("aux_loss", self.cfg.loss.aux_loss)
         return create_model(self.cfg.model.name, num_classes=self.num_classes, **kwargs)
 
     def build_criterion(self) -> nn.Module:
         loss = self.cfg.loss
-        matcher = HungarianMatcher(loss.cost_class, loss.cost_bbox, loss.cost_giou, loss.classification,
+        matcher = HungarianMatcher(loss.cost_class, loss.cost_bbox, loss.cost_giou, self.classification,
                                    loss.focal_alpha, loss.focal_gamma)
+        if self.family == "rtdetr":
+            return RTDETRCriterion(self.num_classes, matcher, loss.weight_vfl, loss.weight_bbox, loss.weight_giou,
+                                   loss.vfl_alpha, loss.focal_gamma)
         return SetCriterion(self.num_classes, matcher, loss.weight_class, loss.weight_bbox, loss.weight_giou,
                             loss.eos_coef, loss.aux_loss, loss.classification, loss.focal_alpha, loss.focal_gamma)
+
+    def train_forward(self, model: nn.Module, images: Any, targets: Any) -> Any:
+        """RT-DETR learns from the targets in its forward pass (denoising queries), on batches
+        resized together to one of ``data.batch_scales`` until ``data.augment_stop_epoch``."""
+        if self.family != "rtdetr":
+            return model(images)
+        return model(self.batch_resize(images[0]), targets)
+
+    @cached_property
+    def batch_resize(self) -> Callable[[Tensor], Tensor]:
+        data = self.cfg.data
+        if not data.batch_scales:
+            return lambda images: images
+        return MultiScaleBatchResize(data.batch_scales, _stop(data.augment_stop_epoch))
+
+    def set_epoch(self, epoch: int) -> None:
+        """The engine's epoch hook: RT-DETR's batch scales stop at ``data.augment_stop_epoch``."""
+        if self.family == "rtdetr" and self.cfg.data.batch_scales:
+            self.batch_resize.set_epoch(epoch)
 
     def build_datasets(self) -> tuple[Dataset, Dataset | None]:
         data = self.cfg.data
         for key in ("train_images", "train_annotations"):
             if not getattr(data, key):
                 raise ConfigError(f"data.{key}: required (a folder of images and a COCO instances JSON)")
-        train = CocoDetection(data.train_images, data.train_annotations, train_transforms(
-            data.train_scales, data.max_size, data.crop_resize_scales, data.crop_size, data.crop, data.hflip),
-            data.bad_annotations)
+        if self.pipeline == "rtdetr":
+            augment = rtdetr_train_transforms(data.input_size, _stop(data.augment_stop_epoch), hflip=data.hflip)
+        else:
+            augment = train_transforms(data.train_scales, data.max_size, data.crop_resize_scales, data.crop_size,
+                                       data.crop, data.hflip)
+        train = CocoDetection(data.train_images, data.train_annotations, augment, data.bad_annotations)
         val = None
         if data.val_annotations:
             val = CocoDetection(data.val_images or data.train_images, data.val_annotations,
@@ -193,13 +201,15 @@ class DetectionTask(Task):
         return train, val
 
     def eval_transforms(self) -> Any:
+        if self.pipeline == "rtdetr":
+            return rtdetr_val_transforms(self.cfg.data.input_size)
         return val_transforms(self.cfg.data.val_size, self.cfg.data.max_size)
 
     def collate(self, samples: list[Any]) -> tuple[Any, Any]:
         return collate_detection(samples, self.cfg.data.size_divisor)
 
     def build_postprocessor(self) -> Callable[[Any, Any], Any]:
-        postprocess = PostProcess(self.cfg.loss.classification, self.cfg.data.max_detections)
+        postprocess = PostProcess(self.classification, self.cfg.data.max_detections)
 
         def to_predictions(outputs: dict[str, Any], targets: list[dict[str, Any]]) -> list[dict[str, Tensor]]:
             sizes = torch.stack([t["orig_size"] for t in targets]).to(outputs["pred_boxes"].device)
@@ -211,3 +221,8 @@ class DetectionTask(Task):
         if not self.cfg.data.val_annotations:
             raise ConfigError("data.val_annotations: required for evaluation")
         return DetectionEvaluator(self.cfg.data.val_annotations, self.categories[0])
+
+
+def _stop(epoch: int) -> int | None:
+    """``data.augment_stop_epoch``: -1 (never) as None."""
+    return None if epoch < 0 else epoch

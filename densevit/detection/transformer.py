@@ -30,8 +30,12 @@ class Attention(nn.Module):
         self.out_proj = nn.Linear(dim, dim)
 
     def forward(self, query: Tensor, key: Tensor, value: Tensor,
-                key_padding_mask: Tensor | None = None) -> Tensor:
-        """``query`` [B,Lq,D], ``key``/``value`` [B,Lk,D], ``key_padding_mask`` [B,Lk] (True = ignore) -> [B,Lq,D]."""
+                key_padding_mask: Tensor | None = None, blocked: Tensor | None = None) -> Tensor:
+        """``query`` [B,Lq,D], ``key``/``value`` [B,Lk,D] -> [B,Lq,D].
+
+        ``key_padding_mask`` [B,Lk] and ``blocked`` [Lq,Lk] are True where a query may not look
+        (padding; other denoising groups), as in ``torch.nn.MultiheadAttention``.
+        """
         d = self.dim
         weight, bias = self.in_proj.weight, self.in_proj.bias
         if query is key:  # self-attention: one matmul gives both q and k
@@ -41,9 +45,11 @@ class Attention(nn.Module):
             k = F.linear(key, weight[d: 2 * d], bias[d: 2 * d])
         v = F.linear(value, weight[2 * d:], bias[2 * d:])
         q, k, v = (self._split_heads(t) for t in (q, k, v))
-        attn_mask = None
-        if key_padding_mask is not None:  # SDPA's boolean mask marks what may be attended
+        attn_mask = None  # SDPA's boolean mask marks what may be attended
+        if key_padding_mask is not None:
             attn_mask = ~key_padding_mask[:, None, None, :]
+        if blocked is not None:
+            attn_mask = ~blocked if attn_mask is None else attn_mask & ~blocked
         out = F.scaled_dot_product_attention(
             q, k, v, attn_mask=attn_mask, dropout_p=self.dropout if self.training else 0.0
         )
@@ -56,31 +62,32 @@ class Attention(nn.Module):
 
 
 class FeedForward(nn.Module):
-    """Linear -> ReLU -> dropout -> Linear (named ``linear1``/``linear2`` as in DETR)."""
+    """Linear -> activation (ReLU, or GELU) -> dropout -> Linear (``linear1``/``linear2`` as in DETR)."""
 
-    def __init__(self, dim: int, hidden: int, dropout: float) -> None:
+    def __init__(self, dim: int, hidden: int, dropout: float, activation: str = "relu") -> None:
         super().__init__()
         self.linear1 = nn.Linear(dim, hidden)
         self.linear2 = nn.Linear(hidden, dim)
         self.dropout = nn.Dropout(dropout)
+        self.activation = {"relu": F.relu, "gelu": F.gelu}[activation]
 
     def forward(self, x: Tensor) -> Tensor:
-        return self.linear2(self.dropout(F.relu(self.linear1(x))))
+        return self.linear2(self.dropout(self.activation(self.linear1(x))))
 
 
 class EncoderLayer(nn.Module):
     """Post-norm encoder layer: self-attention (position added to queries and keys), then FFN."""
 
-    def __init__(self, dim: int, num_heads: int, ffn_dim: int, dropout: float) -> None:
+    def __init__(self, dim: int, num_heads: int, ffn_dim: int, dropout: float, activation: str = "relu") -> None:
         super().__init__()
         self.self_attn = Attention(dim, num_heads, dropout)
-        self.ffn = FeedForward(dim, ffn_dim, dropout)
+        self.ffn = FeedForward(dim, ffn_dim, dropout, activation)
         self.norm1 = nn.LayerNorm(dim)
         self.norm2 = nn.LayerNorm(dim)
         self.dropout1 = nn.Dropout(dropout)
         self.dropout2 = nn.Dropout(dropout)
 
-    def forward(self, src: Tensor, pos: Tensor, padding_mask: Tensor | None) -> Tensor:
+    def forward(self, src: Tensor, pos: Tensor, padding_mask: Tensor | None = None) -> Tensor:
         """``src``/``pos`` [B,HW,D], ``padding_mask`` [B,HW] -> [B,HW,D]."""
         qk = src + pos
         src = self.norm1(src + self.dropout1(self.self_attn(qk, qk, src, padding_mask)))

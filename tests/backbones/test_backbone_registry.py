@@ -14,8 +14,12 @@ EXPECTED_NAMES = [
     "r50_vit_b16",
     "r50_vit_b16_timm",
     "resnet101",
+    "resnet101d",
     "resnet18",
+    "resnet18d",
+    "resnet34d",
     "resnet50",
+    "resnet50d",
     "swin_base",
     "swin_small",
     "swin_tiny",
@@ -40,6 +44,12 @@ PUBLISHED_MILLIONS = {
     "resnet18": (11.7, True),  # torchvision model card
     "resnet50": (25.6, True),  # torchvision model card; 23.5M without fc
     "resnet101": (44.5, True),  # torchvision model card
+    # timm model cards (ResNet-D); R50-D/R101-D here freeze their norms, which then hold no
+    # parameters (0.1-0.2 %), and R18-D/R34-D add RT-DETR's first-block projection (+0.04 %)
+    "resnet18d": (11.7, True),
+    "resnet34d": (21.8, True),
+    "resnet50d": (25.6, True),
+    "resnet101d": (44.6, True),
     "r50_vit_b16": (98.0, False),  # R50+ViT-B/16 encoder, as counted for TransUNet
     "r50_vit_b16_timm": (98.0, False),  # the same network in timm's layers
     "vit_b16_transunet": (86.0, True),  # ViT-B/16, TransUNet's plain-ViT encoder

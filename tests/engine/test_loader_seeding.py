@@ -9,8 +9,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from toy_segmentation_task import toy_config
 from torch.utils.data import DataLoader
+from toy_segmentation_task import toy_config
 
 from densevit.data.coco import CocoDetection
 from densevit.data.det_transforms import train_transforms

@@ -1,0 +1,64 @@
+"""The ``data`` and ``loss`` sections of a detection config."""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Literal
+
+from densevit.data.det_transforms import DETR_SCALES
+
+
+@dataclass
+class DetectionDataConfig:
+    """``data:`` of a detection config: COCO-format files and the augmentation sizes."""
+
+    train_images: str = ""
+    train_annotations: str = ""
+    val_images: str = ""
+    val_annotations: str = ""
+    bad_annotations: Literal["drop", "error"] = "drop"
+    train_scales: list[int] = field(default_factory=lambda: list(DETR_SCALES))
+    max_size: int = 1333
+    crop: bool = True
+    crop_resize_scales: list[int] = field(default_factory=lambda: [400, 500, 600])
+    crop_size: tuple[int, int] = (384, 600)
+    hflip: float = 0.5
+    val_size: int = 800
+    size_divisor: int = 1  # pad batches to a multiple (ViT needs 16, Swin 32)
+    max_detections: int = 100
+    # RT-DETR's pipeline: every image resized to one square size (aspect ratio not kept), values in
+    # [0, 1]; photometric distortion, zoom-out and IoU crops until augment_stop_epoch, each batch
+    # resized to one of batch_scales until then (data/rtdetr_transforms.py).
+    pipeline: Literal["auto", "detr", "rtdetr"] = "auto"  # auto: rtdetr for RT-DETR models
+    input_size: int = 640
+    batch_scales: list[int] = field(default_factory=list)  # e.g. 480..800 step 32; [] = input_size only
+    augment_stop_epoch: int = -1  # -1: strong augmentation all along
+    # Used when the annotation files are not at hand (e.g. predicting on another machine).
+    class_names: list[str] = field(default_factory=list)
+    category_ids: list[int] = field(default_factory=list)
+
+
+@dataclass
+class DetectionLossConfig:
+    """``loss:`` of a detection config: matching costs and loss weights (DETR's by default).
+
+    ``classification: sigmoid`` switches to focal loss with sigmoid scores (Deformable
+    DETR's choice), which converges much faster on small data; use ``weight_class: 2`` and
+    ``cost_class: 2`` with it. RT-DETR models use sigmoid scores and RT-DETR's criterion
+    (``weight_vfl``, ``vfl_alpha``; ``cost_class: 2`` in its recipes).
+    """
+
+    classification: Literal["softmax", "sigmoid"] = "softmax"
+    cost_class: float = 1.0
+    cost_bbox: float = 5.0
+    cost_giou: float = 2.0
+    weight_class: float = 1.0
+    weight_bbox: float = 5.0
+    weight_giou: float = 2.0
+    eos_coef: float = 0.1
+    aux_loss: bool = True
+    focal_alpha: float = 0.25
+    focal_gamma: float = 2.0
+    # RT-DETR's loss (varifocal, L1, GIoU on every layer, the proposals and the denoising groups)
+    criterion: Literal["auto", "detr", "rtdetr"] = "auto"  # auto: rtdetr for RT-DETR models
+    weight_vfl: float = 1.0
+    vfl_alpha: float = 0.75
