@@ -1,4 +1,4 @@
-"""Benchmarks, one module per section (``eval``, ``train``, ``detect``).
+"""Benchmarks, one module per section (``eval``, ``train``, ``detect``, ``converge``).
 
 A section module exposes ``add_arguments(parser)`` and ``run(args) -> dict``; the dict
 holds, for each measurement, our figure, the baseline measured in the same run, and their
@@ -13,7 +13,7 @@ from typing import Any, Callable
 
 import torch
 
-SECTIONS = ("eval", "train", "detect")
+SECTIONS = ("eval", "train", "detect", "converge")
 
 
 def timed(fn: Callable[[], Any], repeat: int = 1) -> tuple[float, Any]:

@@ -73,14 +73,21 @@ def test_train_evaluate_predict_on_voc100(real_data, tmp_path):
 def test_every_detection_config_loads():
     configs = sorted((REPO / "configs" / "detection").glob("*.yaml"))
     assert {p.name for p in configs} >= {"detr_r50_coco.yaml", "detr_vit_s16_coco.yaml", "detr_swin_t_coco.yaml",
-                                         "detr_custom.yaml", "demo_detect.yaml"}
+                                         "detr_custom.yaml", "demo_detect.yaml", "rtdetr_r50_coco.yaml",
+                                         "rtdetr_custom.yaml"}
     for path in configs:
         cfg = load_config(path)
-        assert cfg.task == "detection" and cfg.model.name.startswith("detr")
+        assert cfg.task == "detection" and cfg.model.name.startswith(("detr", "rtdetr"))
     paper = load_config(REPO / "configs" / "detection" / "detr_r50_coco.yaml")
     assert (paper.optim.lr, paper.optim.backbone_lr_mult, paper.optim.weight_decay) == (1e-4, 0.1, 1e-4)
     assert (paper.train.clip_grad_norm, paper.train.epochs, paper.schedule.milestone_epochs) == (0.1, 500, [400])
     assert paper.loss.classification == "softmax" and paper.loss.eos_coef == 0.1
+    rtdetr = load_config(REPO / "configs" / "detection" / "rtdetr_r50_coco.yaml")  # RT-DETRv2's 6x recipe
+    assert (rtdetr.optim.lr, rtdetr.optim.backbone_lr_mult, rtdetr.optim.weight_decay) == (1e-4, 0.1, 1e-4)
+    assert (rtdetr.train.epochs, rtdetr.train.clip_grad_norm, rtdetr.train.ema.decay, rtdetr.train.sync_bn) == (
+        72, 0.1, 0.9999, True)
+    assert rtdetr.data.augment_stop_epoch == 71 and min(rtdetr.data.batch_scales) == 480
+    assert max(rtdetr.data.batch_scales) == 800
 
 
 def test_identity_labelled_coco_head_scores_ground_truth_boxes_perfectly(real_data):
