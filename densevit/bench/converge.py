@@ -41,6 +41,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--train-images", type=int, default=1000)
     parser.add_argument("--device", default="auto")
     parser.add_argument("--plot", type=Path, default=Path("bench_out") / "converge.png")
+    parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                        help="a config override applied to every variant (repeatable)")
 
 
 def _curve(run_dir: Path) -> list[dict[str, float]]:
@@ -61,7 +63,7 @@ def train_variant(name: str, data_dir: Path, args: argparse.Namespace) -> list[d
     paths = (f"data.train_images={data_dir / 'images' / 'train'}", f"data.train_annotations={data_dir / 'train.json'}",
              f"data.val_images={data_dir / 'images' / 'val'}", f"data.val_annotations={data_dir / 'val.json'}")
     schedule = (f"train.iters={args.steps}", f"train.eval_every={args.eval_every}", f"train.log_every={args.eval_every}")
-    cfg = load_config(demo_config_path("detect"), [*paths, *schedule, *VARIANTS[name]])
+    cfg = load_config(demo_config_path("detect"), [*paths, *schedule, *VARIANTS[name], *args.overrides])
     cfg.train.progress = False
     run_dir = args.work_dir / name
     train(cfg, run_dir, device=args.device)
@@ -79,10 +81,11 @@ def plot(curves: dict[str, list[dict[str, float]]], path: Path) -> None:
     import matplotlib.pyplot as plt
 
     figure, axes = plt.subplots(1, 2, figsize=(10, 4))
-    for name, curve in curves.items():
+    for index, (name, curve) in enumerate(curves.items()):
         for axis, x in zip(axes, ("step", "seconds")):
-            axis.plot([p[x] for p in curve], [p["AP50"] for p in curve], marker="o", label=f"{name} AP50")
-            axis.plot([p[x] for p in curve], [p["AP"] for p in curve], linestyle="--", label=f"{name} AP")
+            xs, color = [p[x] for p in curve], f"C{index}"
+            axis.plot(xs, [p["AP50"] for p in curve], marker="o", color=color, label=f"{name} AP50")
+            axis.plot(xs, [p["AP"] for p in curve], linestyle="--", color=color, label=f"{name} AP")
     for axis, label in zip(axes, ("optimiser steps", "training seconds")):
         axis.set_xlabel(label)
         axis.set_ylabel("COCO AP on the validation shapes")
@@ -101,7 +104,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     results: dict[str, Any] = {
         "setting": {"data": f"generated shapes, {args.train_images} train / 100 val images, 128x128",
                     "steps": args.steps, "batch": 16, "optimiser": "AdamW 1e-3, cosine, 30 warm-up steps",
-                    "seed": 0, "device": args.device},
+                    "seed": 0, "device": args.device, "overrides": args.overrides},
         "curves": curves,
     }
     if {"detr_two_stage", "rtdetr"} <= set(curves):
