@@ -37,6 +37,7 @@ def test_list_backbones_shows_every_backbone(full_table) -> None:
         assert channels == ",".join(map(str, backbone.channels))
         assert strides == ",".join(map(str, backbone.strides))
     assert rows["swin_tiny"][:2] == ["96,192,384,768", "4,8,16,32"]
+    assert rows["cswin_tiny"][:2] == ["64,128,256,512", "4,8,16,32"]
     assert rows["r50_vit_b16"][:2] == rows["r50_vit_b16_timm"][:2] == ["64,256,512,768", "2,4,8,16"]
     assert rows["vit_b16_transunet"][:2] == ["768", "16"]
 

@@ -15,9 +15,11 @@ SEGMENTERS = [name for name in OURS if name.startswith("transunet")]
 
 
 def test_the_registry_holds_the_published_families():
-    assert {"detr_r50", "detr_r101", "detr_swin_t", "detr_vit_s16", "detr_tiny"} <= set(DETECTORS)
-    assert {"transunet_r50_vitb16", "transunet_vit_b16", "transunet_swin_t", "transunet_r50"} <= set(SEGMENTERS)
-    assert {"rtdetr_r18", "rtdetr_r34", "rtdetr_r50", "rtdetr_r101"} <= set(RTDETRS)
+    assert {"detr_r50", "detr_r101", "detr_swin_t", "detr_cswin_t", "detr_vit_s16",
+            "detr_tiny"} <= set(DETECTORS)
+    assert {"transunet_r50_vitb16", "transunet_vit_b16", "transunet_swin_t", "transunet_cswin_t",
+            "transunet_r50"} <= set(SEGMENTERS)
+    assert {"rtdetr_r18", "rtdetr_r34", "rtdetr_r50", "rtdetr_r101", "rtdetr_cswin_t"} <= set(RTDETRS)
     assert set(OURS) == {"detr", "rtdetr", *DETECTORS, *RTDETRS, *SEGMENTERS}  # nothing unaccounted for
 
 

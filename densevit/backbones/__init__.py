@@ -8,6 +8,7 @@ with ``pretrained=False``.
 Families (each module registers its names when imported here):
   * ``vit``: vit_tiny_patch16, vit_small_patch16, vit_base_patch16 (optional ViTDet pyramid);
   * ``swin``: swin_tiny, swin_small, swin_base;
+  * ``cswin``: cswin_tiny, cswin_small, cswin_base (official CSWin keys; optional ImageNet ``head``);
   * ``tnt``: tnt_small;
   * ``resnet``: resnet18, resnet50, resnet101 (FrozenBatchNorm2d, DETR's layout);
   * ``resnet_d``: resnet18d, resnet34d, resnet50d, resnet101d (timm's ResNet-D, RT-DETR's ResNet-vd);
@@ -19,6 +20,7 @@ Families (each module registers its names when imported here):
 from __future__ import annotations
 
 from densevit.backbones import (  # noqa: F401  (importing a family registers its backbones)
+    cswin,
     hybrid,
     resnet,
     resnet_d,

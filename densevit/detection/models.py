@@ -53,6 +53,12 @@ def detr_swin_t(num_classes: int, **kwargs: Any) -> DETR:
 
 
 @MODELS.register()
+def detr_cswin_t(num_classes: int, **kwargs: Any) -> DETR:
+    """DETR on CSWin-T's last stage (stride 32, after the final norm)."""
+    return build_detr("cswin_tiny", num_classes, **kwargs)
+
+
+@MODELS.register()
 def detr_tiny(num_classes: int, **kwargs: Any) -> DETR:
     """A small DETR for CPU demos and tests: the ``tiny_cnn`` backbone (stride 16), hidden 128,
     2 encoder and 3 decoder layers, 20 two-stage queries, sigmoid classification.

@@ -89,6 +89,12 @@ def transunet_swin_t(num_classes: int, **kwargs: Any) -> nn.Module:
     return _with_registry_backbone("swin_tiny", num_classes, **kwargs)
 
 
+@MODELS.register("transunet_cswin_t")
+def transunet_cswin_t(num_classes: int, **kwargs: Any) -> nn.Module:
+    """CSWin-T encoder; its stride 16/8/4 stages are the skips."""
+    return _with_registry_backbone("cswin_tiny", num_classes, **kwargs)
+
+
 @MODELS.register("transunet_r50")
 def transunet_r50(num_classes: int, **kwargs: Any) -> nn.Module:
     """ResNet-50 encoder (layers 1-4 at strides 4-32) as a plain U-Net-style baseline."""

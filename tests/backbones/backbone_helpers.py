@@ -16,7 +16,7 @@ ALL_BACKBONES = list_backbones()
 # Forward passes of these take seconds each on CPU; their full checks run with -m slow.
 LARGE_BACKBONES = {
     "vit_small_patch16", "vit_base_patch16", "swin_small", "swin_base", "resnet50", "resnet101", "resnet50d", "resnet101d", "r50_vit_b16",
-    "r50_vit_b16_timm", "vit_b16_transunet",
+    "r50_vit_b16_timm", "vit_b16_transunet", "cswin_small", "cswin_base",
 }
 
 
