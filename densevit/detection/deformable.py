@@ -59,7 +59,14 @@ class MSDeformableAttention(nn.Module):
     value [B,N,C], shapes, value_mask [B,N] bool (True = a real token) or None) -> [B,Q,C]``.
     With box references a point lands at ``centre + offset / P_l * size * offset_scale``; with
     point references at ``point + offset / (w, h)`` of its level.
+
+    With ``keep_sampling`` set (off by default), each call also stores ``sampling``:
+    (locations [B,Q,heads,sum(P_l),2] in [0,1], weights [B,Q,heads,sum(P_l)]), detached, as
+    given to :func:`deformable_sample`.
     """
+
+    keep_sampling: bool = False
+    sampling: tuple[Tensor, Tensor] | None = None
 
     def __init__(self, dim: int = 256, num_heads: int = 8, num_points: int | Sequence[int] = 4,
                  num_levels: int = 3, offset_scale: float = 0.5) -> None:
@@ -117,5 +124,7 @@ class MSDeformableAttention(nn.Module):
             locations = reference[:, :, None, :, :] + offsets / per_point
         else:
             raise ValueError(f"reference boxes must end in 2 or 4 values, got shape {tuple(reference.shape)}")
+        if self.keep_sampling:
+            self.sampling = (locations.detach(), weights.detach())
         out = deformable_sample(value, shapes, locations, weights, self.points_per_level)
         return self.output_proj(out)

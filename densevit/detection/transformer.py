@@ -17,7 +17,14 @@ class Attention(nn.Module):
     """Multi-head attention with a key padding mask.
 
     ``in_proj`` holds the query, key and value projections stacked as ``[3*D, D]``.
+
+    With ``keep_weights`` set (off by default), each call also stores its attention weights in
+    ``weights`` [B, heads, Lq, Lk] (softmax rows over the keys, zero at masked keys): the
+    matrix that SDPA forms internally, from the same q and k; the output still comes from SDPA.
     """
+
+    keep_weights: bool = False
+    weights: Tensor | None = None
 
     def __init__(self, dim: int, num_heads: int, dropout: float = 0.0) -> None:
         super().__init__()
@@ -50,11 +57,21 @@ class Attention(nn.Module):
             attn_mask = ~key_padding_mask[:, None, None, :]
         if blocked is not None:
             attn_mask = ~blocked if attn_mask is None else attn_mask & ~blocked
+        if self.keep_weights:
+            self.weights = self._softmax_weights(q, k, attn_mask)
         out = F.scaled_dot_product_attention(
             q, k, v, attn_mask=attn_mask, dropout_p=self.dropout if self.training else 0.0
         )
         batch, length = out.shape[0], out.shape[2]
         return self.out_proj(out.transpose(1, 2).reshape(batch, length, d))
+
+    @staticmethod
+    def _softmax_weights(q: Tensor, k: Tensor, attn_mask: Tensor | None) -> Tensor:
+        """softmax(q k^T / sqrt(d)) [B, heads, Lq, Lk], masked as SDPA masks (detached: for inspection)."""
+        scores = (q @ k.transpose(-2, -1)) * q.shape[-1] ** -0.5
+        if attn_mask is not None:
+            scores = scores.masked_fill(~attn_mask, float("-inf"))
+        return scores.softmax(-1).detach()
 
     def _split_heads(self, x: Tensor) -> Tensor:
         batch, length, _ = x.shape
