@@ -52,7 +52,17 @@ class StripeAttention(nn.Module):
 
     forward(q, k, v: [B, C, H, W]) -> [B, C, H, W]. ``orientation`` "vertical" attends in
     windows of H x split_size, "horizontal" in split_size x W, "full" over H x W.
+
+    With ``keep_weights`` set (off by default), each call also stores ``weights`` [B*windows,
+    heads, n, n] (n = window area; windows row by row on the padded map, tokens row by row in a
+    window): softmax(q k^T / sqrt(d)) from the same q and k that SDPA takes, so a query's row
+    includes the zero padding tokens it attends to; and ``weights_layout`` ((H, W), (window h,
+    w), (top, left) padding) to map windows back. The output still comes from SDPA, unchanged.
     """
+
+    keep_weights: bool = False
+    weights: Tensor | None = None
+    weights_layout: tuple[tuple[int, int], tuple[int, int], tuple[int, int]] | None = None
 
     def __init__(self, dim: int, num_heads: int, split_size: int, orientation: str) -> None:
         super().__init__()
@@ -86,7 +96,11 @@ class StripeAttention(nn.Module):
         q, k, v = (_windows(t, win_h, win_w) for t in (q, k, v))
         # LePE runs per window: V's conv sees zeros beyond a stripe's edge, as in the official code
         lepe = self._heads(self.get_v(v))
-        out = F.scaled_dot_product_attention(self._heads(q), self._heads(k), self._heads(v)) + lepe
+        q, k = self._heads(q), self._heads(k)
+        if self.keep_weights:
+            self.weights = ((q @ k.transpose(-2, -1)) * q.shape[-1] ** -0.5).softmax(-1).detach()
+            self.weights_layout = ((height, width), (win_h, win_w), (top, left))
+        out = F.scaled_dot_product_attention(q, k, self._heads(v)) + lepe
         out = out.transpose(-1, -2).reshape(-1, channels, win_h, win_w)
         out = _unwindows(out, batch, height + pad_h, width + pad_w)
         return out[:, :, top : top + height, left : left + width]

@@ -9,12 +9,14 @@ from pathlib import Path
 def register(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser(
         "attention",
-        help="draw a model's attention on an image (ViT/TNT/hybrid, Swin, DETR, RT-DETR)",
+        help="draw a model's attention on an image (ViT/TNT/hybrid, Swin, CSWin, DETR, RT-DETR)",
         description="Run the model once on IMAGE and write its attention to --out as PNG overlays and "
         ".npy arrays, listed in attention.json. ViT, R50+ViT, TransUNet and TNT encoders: the last "
         "layer's class-token attention per head (without a class token: the mean attention each patch "
         "receives) and the attention rollout. Swin: one pixel's attention within its window in the last "
-        "two blocks of a stage (regular and shifted windows). DETR: the last decoder layer's "
+        "two blocks of a stage (regular and shifted windows). CSWin: one pixel's attention in the last "
+        "block of a stage within its vertical and its horizontal stripe (the whole map in the last "
+        "stage), with the cross of both. DETR: the last decoder layer's "
         "cross-attention of the best queries, with their boxes. RT-DETR: their deformable sampling "
         "points, sized by weight. The model's outputs are not changed by taking the maps.",
     )
@@ -25,10 +27,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--weights", type=Path,
                         help="with a model or backbone name: a local weight file (default: random weights)")
     parser.add_argument("--head", type=int,
-                        help="show this attention head (default: the mean over heads; RT-DETR: every head)")
+                        help="show this attention head (default: the mean over heads; RT-DETR: every head; CSWin: "
+                        "this head of each stripe's half)")
     parser.add_argument("--pixel", type=int, nargs=2, metavar=("X", "Y"),
-                        help="Swin: the pixel whose attention is shown, in IMAGE's pixels (default: the centre)")
-    parser.add_argument("--stage", type=int, default=-1, help="Swin: the stage (default -1, the last)")
+                        help="Swin / CSWin: the pixel whose attention is shown, in IMAGE's pixels (default: the centre)")
+    parser.add_argument("--stage", type=int, default=-1, help="Swin / CSWin: the stage (default -1, the last)")
     parser.add_argument("--boxes", type=int, default=5,
                         help="DETR / RT-DETR: how many of the best-scoring queries to draw (default 5)")
     parser.add_argument("--size", type=int,

@@ -7,6 +7,9 @@ What is drawn depends on the model (:func:`attention_kind`):
   and the attention rollout over all layers;
 * ``swin``: the attention of one pixel's token within its window, in the last two blocks of a
   stage (a regular and a shifted window), mapped back to image coordinates;
+* ``cswin``: the attention of one pixel's token in the last block of a stage, within its
+  vertical stripe (the first half of the heads) and its horizontal stripe (the second half),
+  or over the whole map in the last stage, mapped back to image coordinates (padding cut off);
 * ``detr``: for the best-scoring queries, the last decoder layer's cross-attention over the
   feature map, with the query's box;
 * ``rtdetr``: for the best-scoring queries, the last decoder layer's deformable sampling points
@@ -40,8 +43,10 @@ from densevit.engine.build import build_from_checkpoint
 from densevit.errors import UserInputError
 from densevit.inference import attention_pictures as pictures
 from densevit.inference.attention_capture import (
+    cswin_blocks,
     detr_cross_attention,
     rtdetr_sampling,
+    stripe_attention,
     swin_blocks,
     token_attention,
     token_attention_modules,
@@ -51,6 +56,7 @@ from densevit.inference.attention_maps import (
     attention_rollout,
     last_layer_map,
     rollout_map,
+    stripe_map,
     top_queries,
     window_map,
 )
@@ -65,8 +71,9 @@ CHECKPOINT_SUFFIXES = (".pth", ".pt", ".safetensors")
 @dataclass(frozen=True)
 class AttentionOptions:
     """``head``: one head's map in the main pictures (None: the mean over heads; RT-DETR: every
-    head's points). ``pixel``: Swin's query pixel (x, y) in the image (None: the centre).
-    ``stage``: Swin stage (negative counts from the end). ``boxes``: detectors' queries shown.
+    head's points). ``pixel``: Swin's / CSWin's query pixel (x, y) in the image (None: the
+    centre). ``stage``: Swin / CSWin stage (negative counts from the end). ``boxes``:
+    detectors' queries shown.
     ``size``: the model input's longer side (None: a detection checkpoint's ``data.val_size``, or
     ``data.input_size`` for RT-DETR, else 224).
     ``num_classes``: for a detector built by name."""
@@ -112,7 +119,7 @@ def load_model(source: str, weights: Path | None = None, num_classes: int = 80) 
 
 
 def attention_kind(model: nn.Module, name: str = "") -> str:
-    """``detr``, ``rtdetr``, ``swin`` or ``tokens`` (see the module docstring); a model without
+    """``detr``, ``rtdetr``, ``swin``, ``cswin`` or ``tokens`` (see the module docstring); a model without
     attention layers is a ``UserInputError`` naming ``name``."""
     if isinstance(model, DETR):
         return "detr"
@@ -120,10 +127,12 @@ def attention_kind(model: nn.Module, name: str = "") -> str:
         return "rtdetr"
     if swin_blocks(model):
         return "swin"
+    if cswin_blocks(model):
+        return "cswin"
     if token_attention_modules(model):
         return "tokens"
     raise UserInputError(f"{name or type(model).__name__}: {type(model).__name__} has no attention layers to draw (attention maps cover ViT, "
-                         "R50+ViT, TransUNet, TNT and Swin encoders, DETR and RT-DETR)")
+                         "R50+ViT, TransUNet, TNT, Swin and CSWin encoders, DETR and RT-DETR)")
 
 
 def input_stride(model: nn.Module) -> int:
@@ -216,17 +225,24 @@ def _tokens(loaded: LoadedModel, x: Tensor, image: np.ndarray, options: Attentio
     out.picture("rollout.png", pictures.heat_overlay(image, rolled), f"attention rollout, {rows}")
 
 
-def _swin(loaded: LoadedModel, x: Tensor, image: np.ndarray, options: AttentionOptions, out: _Writer) -> None:
-    stages = swin_blocks(loaded.model)
-    if not -len(stages) <= options.stage < len(stages):
-        raise UserInputError(f"--stage {options.stage}: the model has {len(stages)} Swin stages (0..{len(stages) - 1})")
-    stage = options.stage % len(stages)
-    blocks = stages[stage][-2:]  # the last regular and shifted pair (one block if the stage has one)
-    first = len(stages[stage]) - len(blocks)
+def _stage_and_pixel(options: AttentionOptions, stages: int, family: str,
+                     image: np.ndarray) -> tuple[int, tuple[int, int]]:
+    """The chosen stage (0..stages-1) and query pixel (x, y) in the image, checked."""
+    if not -stages <= options.stage < stages:
+        raise UserInputError(f"--stage {options.stage}: the model has {stages} {family} stages (0..{stages - 1})")
     height, width = image.shape[:2]
     px, py = options.pixel if options.pixel is not None else (width // 2, height // 2)
     if not (0 <= px < width and 0 <= py < height):
         raise UserInputError(f"--pixel {px} {py}: outside the {width}x{height} image")
+    return options.stage % stages, (px, py)
+
+
+def _swin(loaded: LoadedModel, x: Tensor, image: np.ndarray, options: AttentionOptions, out: _Writer) -> None:
+    stages = swin_blocks(loaded.model)
+    stage, (px, py) = _stage_and_pixel(options, len(stages), "Swin", image)
+    blocks = stages[stage][-2:]  # the last regular and shifted pair (one block if the stage has one)
+    first = len(stages[stage]) - len(blocks)
+    height, width = image.shape[:2]
     with torch.no_grad(), window_attention(blocks) as calls:
         loaded.model(x)
     if not calls:
@@ -243,6 +259,42 @@ def _swin(loaded: LoadedModel, x: Tensor, image: np.ndarray, options: AttentionO
         marked = pictures.draw_marker(pictures.heat_overlay(image, chosen), px, py)
         out.picture(f"{stem}.png", marked, f"{what}, {caption}")
         out.picture(f"{stem}_heads.png", _head_sheet(image, maps), f"{what}, one tile per head")
+
+
+def _cswin(loaded: LoadedModel, x: Tensor, image: np.ndarray, options: AttentionOptions, out: _Writer) -> None:
+    stages = cswin_blocks(loaded.model)
+    stage, (px, py) = _stage_and_pixel(options, len(stages), "CSWin", image)
+    number = len(stages[stage]) - 1  # the stage's last block
+    with torch.no_grad(), stripe_attention(stages[stage][-1]) as calls:
+        loaded.model(x)
+    if not calls:
+        raise UserInputError(f"--stage {stage}: the model does not run that stage (its out_indices stop earlier)")
+    heads = calls[0].weights.shape[1]
+    if options.head is not None and not -heads <= options.head < heads:
+        each = " in each stripe" if len(calls) > 1 else ""
+        raise UserInputError(f"--head {options.head}: stage {stage} has {heads} head{'s' * (heads != 1)}{each} "
+                             f"(0..{heads - 1})")
+    height, width = image.shape[:2]
+    stem = f"cswin_stage{stage}_block{number}"
+    chosen_maps = []
+    for call in calls:
+        grid_h, grid_w = call.size
+        maps = stripe_map(call, int(py * grid_h / height), int(px * grid_w / width))
+        chosen, caption = _head_choice(maps, options.head)
+        chosen_maps.append(chosen)
+        region = "the whole map" if call.orientation == "full" else f"its {call.orientation} stripe"
+        what = f"stage {stage}, block {number} ({region}, windows {call.window[0]}x{call.window[1]}): attention " \
+               f"of the token under pixel ({px}, {py})"
+        name = f"{stem}_{call.orientation}"
+        out.array(f"{name}.npy", maps, f"{what}, per head [heads, rows, cols] on the stage's grid")
+        marked = pictures.draw_marker(pictures.heat_overlay(image, chosen), px, py)
+        out.picture(f"{name}.png", marked, f"{what}, {caption}")
+        out.picture(f"{name}_heads.png", _head_sheet(image, maps), f"{what}, one tile per head")
+    if len(chosen_maps) == 2:  # both stripes together: the cross the token sees
+        cross = (chosen_maps[0] + chosen_maps[1]) / 2
+        marked = pictures.draw_marker(pictures.heat_overlay(image, cross), px, py)
+        out.picture(f"{stem}_cross.png", marked, f"stage {stage}, block {number}: the vertical and horizontal "
+                    f"stripes' maps averaged (the cross), token under pixel ({px}, {py}), {caption}")
 
 
 def _detections(loaded: LoadedModel, outputs: dict[str, Any], image: np.ndarray,
@@ -298,7 +350,7 @@ def _rtdetr(loaded: LoadedModel, x: Tensor, image: np.ndarray, options: Attentio
 
 
 _DRAWERS: dict[str, Callable[[LoadedModel, Tensor, np.ndarray, AttentionOptions, _Writer], None]] = {
-    "tokens": _tokens, "swin": _swin, "detr": _detr, "rtdetr": _rtdetr,
+    "tokens": _tokens, "swin": _swin, "cswin": _cswin, "detr": _detr, "rtdetr": _rtdetr,
 }
 
 

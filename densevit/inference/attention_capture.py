@@ -8,9 +8,10 @@ the path that forms the weights explicitly, reads them there, and puts everythin
   False and pass it through ``attn_drop`` (TNT always does): ``fused_attn`` is set False while
   capturing and a forward hook on ``attn_drop`` keeps its output. The unfused path gives the
   same outputs as SDPA up to float rounding.
-* DETR's decoder (``densevit.detection.transformer.Attention``) and RT-DETR's deformable
-  attention store their weights / sampling points when their ``keep_weights`` /
-  ``keep_sampling`` flag is set; their outputs do not change at all.
+* DETR's decoder (``densevit.detection.transformer.Attention``), CSWin's stripe attention
+  (``densevit.backbones.cswin.StripeAttention``) and RT-DETR's deformable attention store
+  their weights / sampling points when their ``keep_weights`` / ``keep_sampling`` flag is set;
+  their outputs do not change at all.
 
 Every capture is a context manager that restores the flags and removes its hooks on exit,
 also when the forward pass fails. The maths on the captured matrices lives in
@@ -27,6 +28,7 @@ from timm.models.swin_transformer import SwinTransformerBlock
 from timm.models.tnt import Attention as TNTAttention
 from torch import Tensor, nn
 
+from densevit.backbones.cswin import CSWinBlock
 from densevit.detection.deformable import MSDeformableAttention
 from densevit.detection.transformer import Attention as DetrAttention
 
@@ -126,9 +128,9 @@ def window_attention(blocks: Sequence[SwinTransformerBlock]) -> Iterator[list[Wi
 
 
 @contextlib.contextmanager
-def _flagged(modules: Sequence[nn.Module], flag: str, store: str) -> Iterator[None]:
+def _flagged(modules: Sequence[nn.Module], flag: str, *stores: str) -> Iterator[None]:
     """``module.<flag> = True`` on ``modules`` while inside; afterwards the flag is as it was and
-    the stored ``<store>`` is dropped, so the model keeps no tensors of the inspected image."""
+    the attributes ``stores`` are dropped, so the model keeps no tensors of the inspected image."""
     missing = object()
     saved = [module.__dict__.get(flag, missing) for module in modules]
     try:
@@ -141,7 +143,48 @@ def _flagged(modules: Sequence[nn.Module], flag: str, store: str) -> Iterator[No
                 module.__dict__.pop(flag, None)  # back to the class default (off)
             else:
                 setattr(module, flag, value)
-            module.__dict__.pop(store, None)
+            for store in stores:
+                module.__dict__.pop(store, None)
+
+
+def cswin_blocks(model: nn.Module) -> list[list[CSWinBlock]]:
+    """CSWin's blocks grouped by stage (``stageS.B``); empty when ``model`` has none."""
+    stages: dict[str, list[CSWinBlock]] = {}
+    for name, module in model.named_modules():
+        if isinstance(module, CSWinBlock):
+            stages.setdefault(name.rsplit(".", 1)[0], []).append(module)
+    return list(stages.values())
+
+
+@dataclass
+class StripeCall:
+    """One CSWin branch's attention in one call: ``weights`` [B*windows, heads, n, n] over the
+    windows of the zero-padded map (row by row; n = window area), on the block's input grid
+    ``size`` (H, W), with the branch's ``orientation`` ("vertical", "horizontal" or "full"), its
+    ``window`` (h, w) and the ``padding`` (top, left) added before the windows were cut."""
+
+    orientation: str
+    weights: Tensor
+    size: tuple[int, int]
+    window: tuple[int, int]
+    padding: tuple[int, int]
+
+
+@contextlib.contextmanager
+def stripe_attention(block: CSWinBlock) -> Iterator[list[StripeCall]]:
+    """Collect the attention of a CSWin ``block``: when the block exits the yielded list holds one
+    :class:`StripeCall` per branch (vertical then horizontal stripes, or the full map), from the
+    block's last call; it stays empty when the block did not run.
+
+    The branches' ``keep_weights`` flag is set while inside (the output comes from SDPA as
+    always), then restored, and the stored weights are dropped.
+    """
+    calls: list[StripeCall] = []
+    branches = list(block.attns)
+    with _flagged(branches, "keep_weights", "weights", "weights_layout"):
+        yield calls
+        calls.extend(StripeCall(branch.orientation, branch.weights, *branch.weights_layout)
+                     for branch in branches if branch.weights is not None)
 
 
 @contextlib.contextmanager

@@ -11,7 +11,7 @@ from typing import Sequence
 import torch
 from torch import Tensor
 
-from densevit.inference.attention_capture import WindowCall
+from densevit.inference.attention_capture import StripeCall, WindowCall
 
 
 def last_layer_map(attention: Tensor, prefix: int, grid: tuple[int, int]) -> Tensor:
@@ -71,6 +71,28 @@ def window_map(call: WindowCall, row: int, col: int) -> Tensor:
     rows, cols = (rows[rows < height] + shift_h) % height, (cols[cols < width] + shift_w) % width
     out[:, rows[:, None], cols[None, :]] = weights
     return out
+
+
+def stripe_map(call: StripeCall, row: int, col: int) -> Tensor:
+    """The attention of the token at (``row``, ``col``) of a CSWin block's grid in one branch -> [heads, H, W].
+
+    The branch pads the grid with zeros to whole windows (``padding`` above and to the left, the
+    rest below and to the right) and cuts windows row by row, so the token sits at ``(row + top,
+    col + left)`` of the padded grid; its window is placed there and the padding cut off again.
+    Cells outside the token's stripe (or nothing, for the full map) are 0. The padding tokens
+    are zero vectors, not masked, so they take some weight: each head's map sums to 1 less that
+    weight (exactly 1 when nothing is padded). Only the first image of the batch is read.
+    """
+    (height, width), (win_h, win_w), (top, left) = call.size, call.window, call.padding
+    r, c = row + top, col + left  # place in the padded grid
+    padded_h, padded_w = math.ceil(height / win_h) * win_h, math.ceil(width / win_w) * win_w
+    window = (r // win_h) * (padded_w // win_w) + c // win_w
+    weights = call.weights[window, :, (r % win_h) * win_w + c % win_w].double().cpu()  # [heads, area]
+    heads = weights.shape[0]
+    padded = torch.zeros(heads, padded_h, padded_w, dtype=torch.float64)
+    first_row, first_col = (r // win_h) * win_h, (c // win_w) * win_w
+    padded[:, first_row : first_row + win_h, first_col : first_col + win_w] = weights.reshape(heads, win_h, win_w)
+    return padded[:, top : top + height, left : left + width].clone()
 
 
 def top_queries(logits: Tensor, classification: str, count: int) -> tuple[Tensor, Tensor, Tensor]:

@@ -9,16 +9,25 @@ import torch
 from PIL import Image
 
 from densevit.backbones import create_backbone
+from densevit.backbones.cswin import StripeAttention
 from densevit.backbones.transunet_encoder import TransUNetEncoder
 from densevit.cli import main
 from densevit.config import build_config
 from densevit.detection.transformer import Attention
 from densevit.engine.build import build_model, build_task
 from densevit.engine.checkpoint import save_checkpoint
-from densevit.inference.attention import attention_maps, prefix_tokens, token_grid
+from densevit.inference.attention import (
+    AttentionOptions,
+    attention_maps,
+    prefix_tokens,
+    token_grid,
+)
 from densevit.inference.attention_capture import (
+    StripeCall,
+    cswin_blocks,
     detr_cross_attention,
     rtdetr_sampling,
+    stripe_attention,
     swin_blocks,
     token_attention,
     token_attention_modules,
@@ -28,6 +37,7 @@ from densevit.inference.attention_maps import (
     attention_rollout,
     last_layer_map,
     rollout_map,
+    stripe_map,
     window_map,
 )
 from densevit.inference.pictures import generated_picture
@@ -39,7 +49,7 @@ def _left_clean(model: torch.nn.Module, fused: dict[str, bool]) -> None:
     assert {name: m.fused_attn for name, m in model.named_modules() if hasattr(m, "fused_attn")} == fused
     for module in model.modules():
         assert not module._forward_hooks and not module._forward_pre_hooks
-        assert not {"keep_weights", "weights", "keep_sampling", "sampling"} & set(vars(module))
+        assert not {"keep_weights", "weights", "weights_layout", "keep_sampling", "sampling"} & set(vars(module))
 
 
 def _fused(model: torch.nn.Module) -> dict[str, bool]:
@@ -160,6 +170,61 @@ def test_swin_window_maps_follow_the_shifted_windows():
     assert set(torch.nonzero(maps.sum(0))[:, 0].tolist()) == {10, 11, 12, 13, 0, 1, 2}
 
 
+@pytest.mark.parametrize("orientation, size, pixel, stripe", [
+    ("vertical", (5, 10), (2, 1), (slice(None), slice(0, 3))),  # 10 columns padded to 12: 1 left, 1 right
+    ("horizontal", (10, 5), (8, 2), (slice(7, 10), slice(None))),  # 10 rows padded to 12: 1 above, 1 below
+    ("full", (3, 4), (1, 2), (slice(None), slice(None))),
+])
+def test_cswin_stripe_weights_are_the_softmax_sdpa_applies(orientation, size, pixel, stripe):
+    torch.manual_seed(0)
+    attention = StripeAttention(8, 2, 4, orientation).eval()
+    q, k, v = torch.randn(3, 1, 8, *size)
+    plain = attention(q, k, v)
+    attention.keep_weights = True
+    kept = attention(q, k, v)
+    assert torch.equal(plain, kept)
+    windows, heads, area, _ = attention.weights.shape
+    assert heads == 2 and torch.allclose(attention.weights.sum(-1), torch.ones(windows, heads, area))
+    call = StripeCall(orientation, attention.weights, *attention.weights_layout)
+    maps = stripe_map(call, *pixel)
+    # the token's row over its stripe: the padding tokens are zeros, so each adds exp(0) to the denominator
+    qh, kh = q.double().view(2, 4, *size), k.double().view(2, 4, *size)
+    scores = torch.einsum("hd,hdij->hij", qh[:, :, pixel[0], pixel[1]], kh[:, :, stripe[0], stripe[1]]) / 2
+    padding = area - scores[0].numel()
+    expected = scores.exp() / (scores.exp().sum((1, 2), keepdim=True) + padding)
+    assert maps.shape == (2, *size) and torch.allclose(maps[:, stripe[0], stripe[1]], expected, atol=1e-6)
+    assert torch.allclose(maps.sum((1, 2)), expected.sum((1, 2)))  # nothing outside the stripe
+    assert (padding == 0) == torch.allclose(maps.sum((1, 2)), torch.ones(2, dtype=torch.float64))
+
+
+def test_cswin_capture_keeps_the_outputs_and_maps_land_in_the_stripes():
+    torch.manual_seed(0)
+    cswin = create_backbone("cswin_tiny", out_indices=(1, 2)).eval()
+    stages = cswin_blocks(cswin)
+    assert [len(blocks) for blocks in stages] == [1, 2, 21, 1]
+    x = torch.randn(1, 3, 64, 192)  # stage 1: 8x24, stripes 2 wide; stage 2: 4x12, padded to 7x14 for 7
+    with torch.no_grad():
+        plain = cswin(x)
+        with stripe_attention(stages[1][-1]) as narrow, stripe_attention(stages[2][-1]) as padded, \
+                stripe_attention(stages[3][-1]) as skipped:
+            taken = cswin(x)
+    assert all(torch.equal(a, b) for a, b in zip(plain, taken))
+    _left_clean(cswin, {})
+    assert skipped == []  # out_indices stop before stage 3
+    assert [c.orientation for c in narrow] == ["vertical", "horizontal"] and narrow[0].size == (8, 24)
+    assert padded[0].window == (4, 7) and padded[0].padding == (0, 1) and padded[1].padding == (1, 0)
+    for call in narrow + padded:
+        assert torch.allclose(call.weights.sum(-1), torch.ones(call.weights.shape[:-1]), atol=1e-5)
+    vertical, horizontal = (stripe_map(call, 5, 9) for call in narrow)
+    assert set(torch.nonzero(vertical.sum(0))[:, 1].tolist()) == {8, 9}  # columns 8-9, every row
+    assert set(torch.nonzero(horizontal.sum(0))[:, 0].tolist()) == {4, 5}  # rows 4-5, every column
+    for maps in (vertical, horizontal):
+        assert torch.allclose(maps.sum((1, 2)), torch.ones(2, dtype=torch.float64))
+    # stage 2's 12 columns padded by one on each side: stripes are columns 0-5 and 6-11
+    assert set(torch.nonzero(stripe_map(padded[0], 2, 6).sum(0))[:, 1].tolist()) == set(range(6, 12))
+    assert set(torch.nonzero(stripe_map(padded[0], 2, 5).sum(0))[:, 1].tolist()) == set(range(6))
+
+
 def test_detr_weights_are_the_ones_sdpa_applies():
     torch.manual_seed(0)
     attention = Attention(16, 4).eval()
@@ -236,6 +301,27 @@ def test_cli_writes_pictures_and_arrays_for_a_vit(tmp_path, capsys):
     assert Image.open(tmp_path / "out" / "rollout.png").size == (112, 80)  # drawn over the original image
 
 
+def test_cli_draws_a_pixels_stripes_for_cswin(tmp_path, capsys):
+    image = _image(tmp_path / "in.png")  # 112x80: input 64x32 at --size 64, stage 1's grid 4x8
+    out = tmp_path / "out"
+    assert main(["attention", "cswin_tiny", str(image), "--out", str(out), "--size", "64", "--stage", "1",
+                 "--pixel", "100", "10"]) == 0
+    assert "wrote 7 files" in capsys.readouterr().out
+    summary = json.loads((out / "attention.json").read_text())
+    assert summary["kind"] == "cswin" and summary["input_size"] == [32, 64]
+    _written(out, summary)
+    vertical = np.load(out / "cswin_stage1_block1_vertical.npy")
+    horizontal = np.load(out / "cswin_stage1_block1_horizontal.npy")
+    assert vertical.shape == horizontal.shape == (2, 4, 8)  # 2 of stage 1's 4 heads in each half
+    assert np.nonzero(vertical.sum(0))[1].tolist() == [6, 7] * 4 and np.allclose(vertical.sum((1, 2)), 1)
+    assert set(np.nonzero(horizontal.sum(0))[0].tolist()) == {0, 1} and np.allclose(horizontal.sum((1, 2)), 1)
+    assert Image.open(out / "cswin_stage1_block1_cross.png").size == (112, 80)
+    summary = attention_maps("cswin_tiny", image, tmp_path / "last", AttentionOptions(size=64, head=3))
+    assert sorted(summary["files"]) == ["cswin_stage3_block0_full.npy", "cswin_stage3_block0_full.png",
+                                        "cswin_stage3_block0_full_heads.png"]
+    assert np.allclose(np.load(tmp_path / "last" / "cswin_stage3_block0_full.npy").sum((1, 2)), 1)
+
+
 @pytest.mark.parametrize("model, data, kind, size", [
     ("detr_tiny", {"val_size": 64, "max_size": 96}, "detr", [48, 64]),  # longer side 64, stride 16
     ("rtdetr_tiny", {"input_size": 64}, "rtdetr", [32, 64]),  # stride 32
@@ -260,6 +346,8 @@ def test_cli_draws_the_best_queries_of_a_detector_checkpoint(tmp_path, model, da
     (["vit_tiny_patch16", "{missing}"], "cannot read image"),
     (["vit_tiny_patch1", "{image}"], "did you mean"),
     (["vit_tiny_patch16", "{image}", "--head", "7"], "--head 7: the model has 3 heads"),
+    (["cswin_tiny", "{image}", "--stage", "0", "--head", "1"], "--head 1: stage 0 has 1 head in each stripe"),
+    (["cswin_tiny", "{image}", "--stage", "4"], "--stage 4: the model has 4 CSWin stages"),
 ])
 def test_cli_errors_are_one_line(tmp_path, capsys, args, message):
     image = _image(tmp_path / "in.png")
