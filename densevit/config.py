@@ -51,6 +51,7 @@ class OptimConfig:
     betas: tuple[float, float] = (0.9, 0.999)  # AdamW only
     backbone_lr_mult: float = 1.0
     no_weight_decay_on_norm_bias_pos: bool = True
+    layer_decay: float = 1.0  # < 1: layer-wise lr decay (BEiT/MAE), for models that number their layers
 
 
 @dataclass

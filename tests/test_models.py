@@ -12,6 +12,7 @@ OURS = [name for name in list_models() if MODELS.get(name).__module__.startswith
 DETECTORS = [name for name in OURS if name.startswith("detr") and name != "detr"]
 RTDETRS = [name for name in OURS if name.startswith("rtdetr") and name != "rtdetr"]
 SEGMENTERS = [name for name in OURS if name.startswith("transunet")]
+CLASSIFIERS = [name for name in OURS if name.startswith("classifier_")]
 
 
 def test_the_registry_holds_the_published_families():
@@ -20,7 +21,8 @@ def test_the_registry_holds_the_published_families():
     assert {"transunet_r50_vitb16", "transunet_vit_b16", "transunet_swin_t", "transunet_cswin_t",
             "transunet_r50"} <= set(SEGMENTERS)
     assert {"rtdetr_r18", "rtdetr_r34", "rtdetr_r50", "rtdetr_r101", "rtdetr_cswin_t"} <= set(RTDETRS)
-    assert set(OURS) == {"detr", "rtdetr", *DETECTORS, *RTDETRS, *SEGMENTERS}  # nothing unaccounted for
+    assert {"classifier_vit_small", "classifier_swin_tiny", "classifier_tnt_small", "classifier_resnet50"} <= set(CLASSIFIERS)
+    assert set(OURS) == {"detr", "rtdetr", "classifier", *DETECTORS, *RTDETRS, *SEGMENTERS, *CLASSIFIERS}  # nothing unaccounted for
 
 
 def _declares_its_parts(model: torch.nn.Module) -> None:
@@ -61,3 +63,14 @@ def test_every_segmenter_declares_its_parts_and_outputs_full_size_logits(name):
         logits = model(torch.zeros(2, 3, 224, 320))
     _declares_its_parts(model)
     assert logits.shape == (2, 5, 224, 320)
+
+
+@pytest.mark.parametrize("name", CLASSIFIERS)
+def test_every_classifier_declares_its_parts_and_outputs_logits(name):
+    with torch.device("meta"):
+        model = create_model(name, num_classes=5)
+        logits = model(torch.zeros(2, 3, 224, 288))
+    _declares_its_parts(model)
+    assert logits.shape == (2, 5)
+    if model.num_layers:  # transformers number every layer for layer decay, from the stem to the head
+        assert {model.layer_id(n) for n, _ in model.named_parameters()} == set(range(model.num_layers))

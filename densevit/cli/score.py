@@ -1,9 +1,12 @@
-"""``densevit score coco|semantic|medical``: score predictions already on disk.
+"""``densevit score coco|semantic|medical|classification``: score predictions already on disk.
 
 - ``coco GT.json DT.json``: COCO AP/AR of a results file (the 12 stats of pycocotools).
 - ``semantic GT_DIR PRED_DIR --num-classes N``: mIoU etc. of label maps paired by name.
 - ``medical GT_DIR PRED_DIR``: Dice/HD95 of NIfTI label volumes (with the voxel spacing of the
   ground truth's header) or 2D label maps, paired by name, flat or case by case.
+- ``classification PRED.csv TRUTH``: top-1, top-5, per-class accuracy and the confusion matrix
+  of a predictions CSV (``path,label[,prob][,label_2,prob_2 ...]``, as ``densevit predict``
+  writes it) against a ``path,label`` CSV or an ImageFolder split (:mod:`densevit.evaluation.classification`).
 
 Pairing, reading and 0/255 masks: :mod:`densevit.evaluation.files`.
 
@@ -22,13 +25,13 @@ from densevit.data.pairing import (
     pair_label_files,
 )
 from densevit.errors import UserInputError
-from densevit.evaluation import coco, files, medical, semantic
+from densevit.evaluation import classification, coco, files, medical, semantic
 from densevit.io import write_json_atomic
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser(
-        "score", help="score predictions on disk: COCO AP, mIoU, Dice/HD95",
+        "score", help="score predictions on disk: COCO AP, mIoU, Dice/HD95, top-1/top-5",
         description="Score predictions already on disk with the reference tools' numbers.")
     kinds = parser.add_subparsers(dest="kind", metavar="KIND", required=True)
 
@@ -70,6 +73,17 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                    help="pixel or voxel size per axis (default: the NIfTI header's; 1 for 2D label maps)")
     _file_options(p, "one name per label, background first")
     p.set_defaults(func=run, score=_score_medical)
+
+    p = kinds.add_parser("classification", help="top-1/top-5 and per-class accuracy of a predictions CSV",
+                         description="Top-1, top-5, per-class accuracy and the confusion matrix of a predictions "
+                         "CSV (header path,label, optionally prob and label_2,prob_2 .. label_5,prob_5: the "
+                         "predictions.csv densevit predict writes) against the ground truth. Paths are resolved "
+                         "against their own CSV's folder and matched; the classes are the names in either file.")
+    p.add_argument("pred", type=Path, help="predictions CSV")
+    p.add_argument("truth", type=Path, help="ground truth: a CSV with the header path,label, or an ImageFolder "
+                   "split folder (<folder>/<class>/<image>)")
+    p.add_argument("--out", type=Path, help="also write the metrics as JSON (the layout densevit evaluate writes)")
+    p.set_defaults(func=run, score=_score_classification)
 
 
 def _file_options(p: argparse.ArgumentParser, names_help: str) -> None:
@@ -150,3 +164,8 @@ def _score_medical(args: argparse.Namespace) -> tuple[dict, str]:
     result = files.score_medical_files(_pairs(args, LABEL_SUFFIXES), args.num_classes or (len(names) if names else None),
                                        args.convention, names, args.spacing, args.binary_masks, args.strict)
     return result, medical.format_table(result)
+
+
+def _score_classification(args: argparse.Namespace) -> tuple[dict, str]:
+    result = classification.score_files(args.pred, args.truth)
+    return result, classification.format_table(result)

@@ -1,7 +1,7 @@
 """``densevit demo``: generated data -> a small model trained on the CPU -> scores -> pictures.
 
-One module per demo (``detect``, ``segment``), each with ``run_demo(out_dir, device) -> dict``
-and its config shipped beside it (``detect.yaml``, ``segment.yaml``).
+One module per demo (``classify``, ``detect``, ``segment``), each with ``run_demo(out_dir, device) -> dict``
+and its config shipped beside it (``classify.yaml``, ``detect.yaml``, ``segment.yaml``).
 """
 from __future__ import annotations
 

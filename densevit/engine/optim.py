@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 import math
-from typing import Any
+from typing import Any, Callable
 
 import torch
 from torch import nn
@@ -30,33 +30,54 @@ def build_param_groups(model: nn.Module, cfg: OptimConfig) -> list[dict[str, Any
     ``no_weight_decay()`` (position embeddings, tokens, query embeddings) get weight decay 0.
     A ``backbone_lr_mult`` other than 1 that matches no trainable parameter is an error. Empty
     groups are left out; each group carries a ``name`` for the logs.
+
+    With ``layer_decay`` below 1 (BEiT / MAE fine-tuning) the groups are split by layer too: the
+    model numbers its layers (``num_layers``, ``layer_id(name)`` in ``0 .. num_layers - 1``, the
+    head last) and layer ``i`` gets ``lr * layer_decay ** (num_layers - 1 - i)``.
     """
+    layer_of = _layer_ids(model, cfg)
     exempt = no_weight_decay_names(model) if cfg.no_weight_decay_on_norm_bias_pos else set()
     backbone_prefixes = tuple(getattr(model, "backbone_prefixes", ()))
-    groups: dict[tuple[bool, bool], list[nn.Parameter]] = {}
+    groups: dict[tuple[bool, bool, int], list[nn.Parameter]] = {}
     for name, param in model.named_parameters():
         if not param.requires_grad:
             continue
         backbone = bool(backbone_prefixes) and name.startswith(backbone_prefixes)
         decay = not (cfg.no_weight_decay_on_norm_bias_pos and (param.ndim <= 1 or name in exempt))
-        groups.setdefault((backbone, decay), []).append(param)
-    if cfg.backbone_lr_mult != 1.0 and not any(backbone for backbone, _ in groups):
+        groups.setdefault((backbone, decay, layer_of(name) if layer_of else 0), []).append(param)
+    if cfg.backbone_lr_mult != 1.0 and not any(backbone for backbone, _, _ in groups):
         declared = ", ".join(backbone_prefixes) or "none"
         raise ConfigError(
             f"optim.backbone_lr_mult: {cfg.backbone_lr_mult} matches no trainable parameter of "
             f"{type(model).__name__} (its backbone_prefixes: {declared}); remove it or train the backbone"
         )
     out = []
-    for (backbone, decay), params in sorted(groups.items(), key=lambda item: (not item[0][0], not item[0][1])):
+    top = getattr(model, "num_layers", 1) - 1
+    for (backbone, decay, layer), params in sorted(groups.items(), key=lambda item: (not item[0][0], not item[0][1], item[0][2])):
         out.append(
             {
-                "name": f"{'backbone' if backbone else 'head'}{'' if decay else '_no_decay'}",
+                "name": f"{'backbone' if backbone else 'head'}{'' if decay else '_no_decay'}"
+                + (f"_layer{layer}" if layer_of else ""),
                 "params": params,
-                "lr": cfg.lr * (cfg.backbone_lr_mult if backbone else 1.0),
+                "lr": cfg.lr * (cfg.backbone_lr_mult if backbone else 1.0)
+                * (cfg.layer_decay ** (top - layer) if layer_of else 1.0),
                 "weight_decay": cfg.weight_decay if decay else 0.0,
             }
         )
     return out
+
+
+def _layer_ids(model: nn.Module, cfg: OptimConfig) -> Callable[[str], int] | None:
+    """The model's ``layer_id`` when ``optim.layer_decay`` asks for it (None when it is 1)."""
+    if cfg.layer_decay == 1.0:
+        return None
+    if not 0.0 < cfg.layer_decay < 1.0:
+        raise ConfigError(f"optim.layer_decay: expected a value in (0, 1] (1 turns it off), got {cfg.layer_decay}")
+    layer_id = getattr(model, "layer_id", None)
+    if not callable(layer_id) or getattr(model, "num_layers", 0) < 1:
+        raise ConfigError(f"optim.layer_decay: {type(model).__name__} does not number its layers "
+                          "(num_layers, layer_id); remove it or use a transformer backbone")
+    return layer_id
 
 
 def build_optimizer(model: nn.Module, cfg: OptimConfig) -> torch.optim.Optimizer:
