@@ -1,7 +1,7 @@
 """The classifier: a registry backbone's pooled feature and one linear layer.
 
 ``Classifier(backbone, num_classes)(x: [B,3,H,W]) -> logits [B, num_classes]``. With a timm
-ViT / Swin / TNT or a torchvision / timm ResNet backbone and the ImageNet head loaded
+ViT / Swin / TNT, a CSWin or a torchvision / timm ResNet backbone and the ImageNet head loaded
 (:meth:`Classifier.load_library_head`), the logits are the library model's own.
 """
 from __future__ import annotations
@@ -60,10 +60,10 @@ class Classifier(nn.Module):
         embedding and tokens, ``i + 1`` block ``i``, the last the final norm and the head)."""
         if not self.num_layers:
             raise ValueError(f"{type(self.backbone).__name__} has no numbered blocks for layer decay")
-        top = self.num_layers - 1
-        if not name.startswith("backbone.body."):
+        top, body = self.num_layers - 1, f"backbone.{self.pooler.body}"
+        if not name.startswith(body):
             return top
-        return self.pooler.layer_id(name.removeprefix("backbone.body."), top - 1)
+        return self.pooler.layer_id(name.removeprefix(body), top - 1)
 
     def load_library_head(self, path: str | Path) -> bool:
         """Take the ImageNet head of the library weight file ``path`` when its class count is ours.

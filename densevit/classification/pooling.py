@@ -9,8 +9,10 @@ on, not the NCHW maps the dense heads take:
 * timm Swin: the average of the last stage after the final norm (timm's forward, likewise);
 * TNT: the class token after the final norm, taken from the wrapper's own forward (timm's
   TNT accepts 224x224 only; the wrapper runs the same layers at any size);
-* anything else (ResNet, ResNet-D, hybrids, CSWin, tiny_cnn): the global average of the last
-  map, as torchvision's and timm's CNN heads pool.
+* CSWin: the average of the last stage after the final norm (the official classifier's
+  ``forward_features``), head ``head``; blocks numbered across stages;
+* anything else (ResNet, ResNet-D, hybrids, tiny_cnn): the global average of the last map, as
+  torchvision's and timm's CNN heads pool.
 
 Each pooler also names the key prefix of the library's ImageNet head (so a timm or
 torchvision file can give the classifier its head) and, for transformers, which block each
@@ -23,6 +25,7 @@ import re
 from torch import Tensor
 
 from densevit.backbones.base import Backbone
+from densevit.backbones.cswin import CSWinBackbone
 from densevit.backbones.resnet import ResNetBackbone
 from densevit.backbones.resnet_d import ResNetDBackbone
 from densevit.backbones.swin import SwinBackbone
@@ -37,6 +40,7 @@ class Pooler:
     """Average of the last feature map: ``pool(backbone, x: [B,3,H,W]) -> [B, channels[-1]]``."""
 
     library_head = ""  # key prefix of the library's classifier in its weight files ("" = none known)
+    body = "body."  # where the library model's own keys start inside the backbone
     _block = re.compile(r"$^")  # body-relative names of the numbered blocks (none: no layer decay)
 
     def __init__(self, backbone: Backbone) -> None:
@@ -109,6 +113,35 @@ class SwinPooler(ViTPooler):
         return self._first[int(match.group(1))] + int(match.group(2) or 0)
 
 
+class CSWinPooler(Pooler):
+    """CSWin: the normed last stage averaged (the official ``forward_features``), head ``head``;
+    blocks numbered across stages, a stage's merge counted with its first block."""
+
+    library_head = "head."
+    body = ""  # CSWin's keys are the official ones, straight under the backbone
+    _block = re.compile(r"(?:stage(\d)\.(\d+)|merge(\d))\.")
+
+    def __init__(self, backbone: Backbone) -> None:
+        super().__init__(backbone)
+        depths = [len(getattr(backbone, f"stage{i}")) for i in range(1, 5)]
+        self._first = [sum(depths[:i]) for i in range(len(depths))]
+        self._total = sum(depths)
+
+    def __call__(self, backbone: Backbone, x: Tensor) -> Tensor:
+        return backbone.pooled_features(x)
+
+    def num_blocks(self, backbone: Backbone) -> int:
+        return self._total
+
+    def block_index(self, body_name: str) -> int | None:
+        match = self._block.match(body_name)
+        if not match:
+            return None
+        if match.group(3):  # merge{s} leads into stage s + 1 (1-based): that stage's first block
+            return self._first[int(match.group(3))]
+        return self._first[int(match.group(1)) - 1] + int(match.group(2))
+
+
 class TNTPooler(ViTPooler):
     """TNT: the class token of the final norm's output in the wrapper's forward (any input size)."""
 
@@ -126,6 +159,8 @@ def pooler_for(backbone: Backbone) -> Pooler:
     """The pooler of ``backbone``'s family (see the module docstring)."""
     if isinstance(backbone, TNTBackbone):
         return TNTPooler(backbone)
+    if isinstance(backbone, CSWinBackbone):
+        return CSWinPooler(backbone)
     if isinstance(backbone, SwinBackbone):
         return SwinPooler(backbone)
     if isinstance(backbone, VisionTransformerBackbone):

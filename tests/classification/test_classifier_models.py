@@ -84,3 +84,30 @@ def test_swin_layers_count_blocks_across_stages():
     assert model.layer_id("backbone.body.layers.2.downsample.reduction.weight") == 5  # stage 2 starts at block 4
     assert model.layer_id("backbone.body.layers.3.blocks.1.mlp.fc1.weight") == 12
     assert model.layer_id("backbone.body.norm.weight") == model.layer_id("head.bias") == 13
+
+
+def test_an_official_cswin_file_predicts_what_the_official_classifier_predicts(tmp_path):
+    """The CSWin backbone with its official head (checked against the official module in
+    tests/backbones) is the reference: the classifier must load the head and give its logits."""
+    from densevit.backbones import create_backbone
+
+    torch.manual_seed(0)
+    official = create_backbone("cswin_tiny", num_classes=1000).eval()
+    path = tmp_path / "cswin_tiny_224.pth"
+    torch.save({"state_dict_ema": official.state_dict()}, path)
+    model = create_model("classifier_cswin_tiny", num_classes=1000, backbone_pretrained=str(path)).eval()
+    images = torch.randn(2, 3, 224, 224, generator=torch.Generator().manual_seed(1))
+    with torch.no_grad():
+        torch.testing.assert_close(model(images), official.classify(images), rtol=0, atol=1e-5)
+
+
+def test_cswin_layers_count_blocks_across_stages():
+    with torch.device("meta"):
+        model = create_model("classifier_cswin_tiny", num_classes=5)
+    assert model.num_layers == 2 + 1 + 2 + 21 + 1  # depths 1, 2, 21, 1
+    assert model.layer_id("backbone.stage1_conv_embed.0.weight") == 0
+    assert model.layer_id("backbone.stage1.0.qkv.weight") == 1
+    assert model.layer_id("backbone.merge1.conv.weight") == model.layer_id("backbone.stage2.0.qkv.weight") == 2
+    assert model.layer_id("backbone.stage3.20.mlp.fc2.bias") == 24
+    assert model.layer_id("backbone.merge3.norm.weight") == model.layer_id("backbone.stage4.0.norm1.weight") == 25
+    assert model.layer_id("backbone.norm.weight") == model.layer_id("head.bias") == 26
