@@ -2,7 +2,8 @@
 
 Writes ``predictions.csv`` (``path,label,prob,label_2,prob_2,...`` up to rank min(5, K), paths
 absolute; the layout ``densevit score classification`` reads, so predicting and scoring gives
-the numbers ``densevit evaluate`` gives) and prints one line per image.
+the numbers ``densevit evaluate`` gives) and prints one line per image. Exported graphs take
+[B,3,H,W] images (as the eval transform makes them) and give the logits [B,K].
 """
 from __future__ import annotations
 
@@ -12,13 +13,19 @@ from pathlib import Path
 from typing import Any
 
 import torch
+import torch.nn.functional as F
+from PIL import Image
+from torch import nn
 
 from densevit.classification.data import read_picture
 from densevit.classification.task import ClassificationTask
 from densevit.data import IMAGE_SUFFIXES
 from densevit.engine.task import move_to_device
+from densevit.errors import UserInputError
 from densevit.evaluation.classification import ranked_columns
+from densevit.inference.export import EXPORTERS, ExportSpec
 from densevit.inference.inputs import expand_inputs
+from densevit.inference.pictures import generated_picture
 from densevit.inference.predictor import RUNNERS, Predictor
 from densevit.io import write_text_atomic
 
@@ -51,3 +58,24 @@ def predict_classification(predictor: Predictor, inputs: list[Path], out_dir: Pa
     writer.writerows(rows)
     write_text_atomic(out_dir / PREDICTIONS, text.getvalue())
     return {"images": len(files), "predictions": str(out_dir / PREDICTIONS)}
+
+
+@EXPORTERS.register("classification")
+def classification_export(task: ClassificationTask, model: nn.Module, sample: Path | None) -> ExportSpec:
+    """The sample (else the first validation picture, else a generated one) and its mirror as the
+    eval transform makes them, and one picture 32 pixels larger each way (the graph's sizes)."""
+    sample = sample or _first_validation_picture(task)
+    picture = read_picture(sample) if sample is not None else Image.fromarray(generated_picture(256, 256))
+    image = task.eval_transform()(picture)
+    other = F.interpolate(image[None], size=(image.shape[-2] + 32, image.shape[-1] + 32), mode="bilinear",
+                          align_corners=False)
+    return ExportSpec(model, (torch.stack([image, image.flip(-1)]),), (other,), ["images"], ["logits"])
+
+
+def _first_validation_picture(task: ClassificationTask) -> Path | None:
+    """The config's first validation picture, or None when there is none on this machine."""
+    try:
+        samples = task.samples("val")
+    except UserInputError:  # the training data is elsewhere: a generated picture serves
+        return None
+    return samples[0][0] if samples else None

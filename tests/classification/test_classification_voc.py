@@ -77,3 +77,12 @@ def test_train_evaluate_then_predict_and_score_agree(voc_crops, tmp_path, capsys
         assert scored[key] == pytest.approx(evaluated[key], abs=1e-12), key
     evaluated_acc = {row["class"]: row["acc"] for row in evaluated["per_class"] if row["samples"]}
     assert {row["class"]: row["acc"] for row in scored["per_class"] if row["samples"]} == evaluated_acc
+
+    # export -> predict --onnx: the same ranked classes
+    pytest.importorskip("onnxruntime")
+    pytest.importorskip("onnxscript")
+    assert main(["export", str(checkpoint), "--out", str(tmp_path / "cls.onnx")]) == 0
+    assert main(["predict", "--onnx", str(tmp_path / "cls.onnx"), *[str(p) for p in (root / "val").iterdir()],
+                 "--out", str(tmp_path / "onnx"), "--device", "cpu"]) == 0
+    from_graph = score_files(tmp_path / "onnx" / "predictions.csv", root / "val")
+    assert {key: from_graph[key] for key in ("top1", "top5")} == {key: scored[key] for key in ("top1", "top5")}
