@@ -10,6 +10,8 @@ import json
 import time
 from pathlib import Path
 
+from densevit.errors import UserInputError
+
 _DEMOS = {
     "classify": "densevit.demos.classify",
     "detect": "densevit.demos.detect",
@@ -27,16 +29,21 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("which", nargs="?", choices=sorted(_DEMOS), help="run only this demo")
     parser.add_argument("--out", type=Path, default=Path("demo_out"), help="output folder")
     parser.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N")
+    parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                        help="override a value of the demo's config (repeatable; with one demo named), "
+                        "e.g. densevit demo detect --set model.name=rtdetr_tiny")
     parser.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
+    if args.overrides and not args.which:
+        raise UserInputError("demo --set: name the demo it applies to (densevit demo detect --set ...)")
     names = [args.which] if args.which else sorted(_DEMOS)
     summary = {}
     for name in names:
         module = importlib.import_module(_DEMOS[name])
         start = time.perf_counter()
-        metrics = module.run_demo(args.out / name, device=args.device)
+        metrics = module.run_demo(args.out / name, device=args.device, overrides=tuple(args.overrides))
         metrics["seconds"] = round(time.perf_counter() - start, 1)
         summary[name] = metrics
         print(f"demo {name}: {json.dumps(metrics)}")

@@ -17,11 +17,13 @@ from densevit.engine.trainer import train
 from densevit.inference import PredictOptions, Predictor
 
 
-def run_demo(out_dir: Path, device: str = "auto") -> dict[str, Any]:
-    """Generate phantoms, train, evaluate and draw; returns mean Dice, HD95 and timings."""
+def run_demo(out_dir: Path, device: str = "auto", overrides: tuple[str, ...] = ()) -> dict[str, Any]:
+    """Generate phantoms, train, evaluate and draw; returns mean Dice, HD95 and timings.
+
+    ``overrides`` are extra ``--set`` style config overrides."""
     out_dir = Path(out_dir).resolve()
     start = time.perf_counter()
-    cfg = load_config(demo_config_path("segment"), [f"data.root={out_dir / 'phantoms'}"])
+    cfg = load_config(demo_config_path("segment"), [f"data.root={out_dir / 'phantoms'}", *overrides])
     cfg.train.progress = False
     metrics = train(cfg, out_dir / "run", device=device)
     train_seconds = time.perf_counter() - start

@@ -91,3 +91,14 @@ def test_rtdetr_tiny_learns_the_generated_shapes(tmp_path, capsys):
     assert main([*args, *(x for o in overrides for x in ("--set", o))]) == 0
     metrics = json.loads((tmp_path / "run" / "metrics.json").read_text())
     assert metrics["AP50"] >= 0.65 and metrics["AP"] >= 0.55
+
+
+def test_the_detection_demo_runs_with_rtdetr(tmp_path, capsys):
+    assert main(["demo", "detect", "--out", str(tmp_path), "--device", "cpu", "--set", "model.name=rtdetr_tiny",
+                 "--set", "train.iters=2", "--set", "train.log_every=1"]) == 0
+    printed = capsys.readouterr().out
+    assert "demo detect:" in printed and yaml.safe_load((tmp_path / "detect" / "run" / "config.yaml").read_text())[
+        "model"]["name"] == "rtdetr_tiny"
+    assert len(list((tmp_path / "detect" / "predictions" / "pictures").glob("*.png"))) == 8
+    assert main(["demo", "--out", str(tmp_path), "--set", "train.iters=2"]) == 2  # which demo?
+    assert "name the demo" in capsys.readouterr().err
