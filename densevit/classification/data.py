@@ -6,7 +6,6 @@ A sample list is ``[(image path, class index)]``; :class:`ImageDataset` yields
 """
 from __future__ import annotations
 
-import csv
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
@@ -18,6 +17,7 @@ from torch.utils.data import Dataset
 from densevit.data import IMAGE_SUFFIXES
 from densevit.data.images import read_rgb
 from densevit.errors import ConfigError, UserInputError
+from densevit.evaluation.classification import read_path_label_csv
 
 Sample = tuple[Path, int]
 
@@ -56,31 +56,12 @@ def read_label_csv(path: Path, check_files: bool = True) -> list[tuple[Path, str
     Image paths are relative to the CSV's folder (absolute ones stay as they are). A missing
     column, an empty cell or a missing image is one error naming the file and the row.
     """
-    try:
-        with open(path, newline="") as handle:
-            rows = list(csv.reader(handle))
-    except OSError as err:
-        raise UserInputError(f"{path}: cannot read ({err.strerror or err})") from None
-    except (csv.Error, UnicodeDecodeError) as err:
-        raise UserInputError(f"{path}: not a readable CSV ({err})") from None
-    if not rows:
-        raise UserInputError(f"{path}: empty; expected a header path,label and one row per image")
-    header = [cell.strip() for cell in rows[0]]
-    if "path" not in header or "label" not in header:
-        raise UserInputError(f"{path}: row 1: expected a header with columns path and label, got {','.join(header)}")
-    at_path, at_label = header.index("path"), header.index("label")
     out = []
-    for number, row in enumerate(rows[1:], start=2):
-        if not any(cell.strip() for cell in row):
-            continue
-        if len(row) <= max(at_path, at_label) or not row[at_path].strip() or not row[at_label].strip():
-            raise UserInputError(f"{path}: row {number}: expected a path and a label, got {','.join(row)!r}")
-        image = path.parent / row[at_path].strip()
+    for number, cells in read_path_label_csv(path)[1]:
+        image = path.parent / cells["path"]
         if check_files and not image.is_file():
             raise UserInputError(f"{path}: row {number}: image {image} not found")
-        out.append((image, row[at_label].strip()))
-    if not out:
-        raise UserInputError(f"{path}: no rows after the header")
+        out.append((image, cells["label"]))
     return out
 
 

@@ -23,14 +23,12 @@ import albumentations as A
 import numpy as np
 
 
-class UntilEpoch(A.Sequential):
-    """Runs ``transforms`` in order while the epoch (see :meth:`set_epoch`, 0 at first) is before
-    ``stop_epoch`` (None: always); from then on hands the data back unchanged."""
+class StopsAtEpoch:
+    """``active`` while the epoch given to :meth:`set_epoch` (0 at first) is before ``stop_epoch``
+    (None: always): the policy of augmentation that stops for the last epochs."""
 
-    def __init__(self, transforms: Sequence[A.BasicTransform | A.BaseCompose], stop_epoch: int | None) -> None:
-        super().__init__(list(transforms), p=1.0)
-        self.stop_epoch = stop_epoch
-        self.epoch = 0
+    stop_epoch: int | None = None
+    epoch: int = 0
 
     def set_epoch(self, epoch: int) -> None:
         self.epoch = epoch
@@ -38,6 +36,14 @@ class UntilEpoch(A.Sequential):
     @property
     def active(self) -> bool:
         return self.stop_epoch is None or self.epoch < self.stop_epoch
+
+
+class UntilEpoch(StopsAtEpoch, A.Sequential):
+    """Runs ``transforms`` in order while :attr:`active`; from then on hands the data back unchanged."""
+
+    def __init__(self, transforms: Sequence[A.BasicTransform | A.BaseCompose], stop_epoch: int | None) -> None:
+        super().__init__(list(transforms), p=1.0)
+        self.stop_epoch = stop_epoch
 
     def __call__(self, *args: Any, force_apply: bool = False, **data: Any) -> dict[str, Any]:
         # skipped transforms draw no random numbers; every transform has its own generator, so

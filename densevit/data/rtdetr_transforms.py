@@ -30,7 +30,7 @@ from albumentations.augmentations.crops.transforms import BaseCrop
 from timm.data import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD
 from torch import Tensor
 
-from densevit.data.compose import Compose, UntilEpoch
+from densevit.data.compose import Compose, StopsAtEpoch, UntilEpoch
 
 # RT-DETR's batch scales: 480..800 in steps of 32, 640 listed three times so that it is drawn
 # 3/13 of the time and every other scale 1/13.
@@ -202,7 +202,7 @@ def rtdetr_val_transforms(size: int = 640, normalize: bool = False) -> Compose:
     return Compose([A.Resize(size, size), _to_float(normalize)], bbox_params=_bbox_params(0.0))
 
 
-class MultiScaleBatchResize:
+class MultiScaleBatchResize(StopsAtEpoch):
     """Resize a batch of same-size images [B,C,H,W] to [B,C,s,s], ``s`` drawn uniformly from the
     entries of ``scales`` (a repeated entry is drawn more often: RT-DETR lists 640 thrice),
     while the epoch (see :meth:`set_epoch`, 0 at first) is before ``stop_epoch`` (None:
@@ -223,14 +223,6 @@ class MultiScaleBatchResize:
         self.stop_epoch = stop_epoch
         self.mode = mode
         self.rng = random.Random(seed) if seed is not None else None
-        self.epoch = 0
-
-    def set_epoch(self, epoch: int) -> None:
-        self.epoch = epoch
-
-    @property
-    def active(self) -> bool:
-        return self.stop_epoch is None or self.epoch < self.stop_epoch
 
     def draw_size(self) -> int:
         """The side length for the next batch, one draw from ``scales``."""

@@ -141,8 +141,9 @@ def ranked_columns(depth: int) -> list[str]:
     return columns
 
 
-def _read_csv(path: Path) -> tuple[list[str], list[tuple[int, dict[str, str]]]]:
-    """Header and ``(row number, {column: cell})`` of a CSV whose header has ``path`` and ``label``."""
+def read_path_label_csv(path: Path) -> tuple[list[str], list[tuple[int, dict[str, str]]]]:
+    """Header and ``(row number, {column: cell})`` of a CSV whose header has ``path`` and ``label``
+    (blank rows skipped); a malformed file or row is one error naming the file and the row."""
     try:
         with open(path, newline="") as handle:
             rows = list(csv.reader(handle))
@@ -184,7 +185,7 @@ def read_truth(path: Path) -> dict[str, str]:
             raise UserInputError(f"{path}: no images in class folders (expected <folder>/<class>/<image>)")
         return truth
     truth: dict[str, str] = {}
-    for number, cells in _read_csv(path)[1]:
+    for number, cells in read_path_label_csv(path)[1]:
         key = _key(path, cells["path"])
         if key in truth:
             raise UserInputError(f"{path}: row {number}: image {cells['path']} is listed twice")
@@ -194,7 +195,7 @@ def read_truth(path: Path) -> dict[str, str]:
 
 def read_predictions(path: Path) -> dict[str, list[str]]:
     """Resolved image path -> its ranked class names, best first (see the module docstring)."""
-    header, rows = _read_csv(path)
+    header, rows = read_path_label_csv(path)
     depth = 1
     while f"label_{depth + 1}" in header:
         depth += 1
