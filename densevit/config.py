@@ -16,6 +16,7 @@ from __future__ import annotations
 import copy
 import dataclasses
 import importlib
+import math
 import types
 import typing
 from dataclasses import dataclass, field
@@ -24,6 +25,7 @@ from typing import Any, Literal, Sequence, Union
 
 import yaml
 
+from densevit.config_checks import fraction, increasing, non_negative, positive
 from densevit.errors import ConfigError
 from densevit.io import plain
 from densevit.registry import UnknownNameError
@@ -53,6 +55,16 @@ class OptimConfig:
     no_weight_decay_on_norm_bias_pos: bool = True
     layer_decay: float = 1.0  # < 1: layer-wise lr decay (BEiT/MAE), for models that number their layers
 
+    def check(self) -> None:
+        """Values the optimiser would refuse, or that make no sense, are a ``ConfigError`` naming the key."""
+        positive(self.lr, "optim.lr")
+        non_negative(self.weight_decay, "optim.weight_decay")
+        _below_one(self.momentum, "optim.momentum")
+        for i, beta in enumerate(self.betas):
+            _below_one(beta, f"optim.betas[{i}]")
+        non_negative(self.backbone_lr_mult, "optim.backbone_lr_mult")
+        fraction(self.layer_decay, "optim.layer_decay")
+
 
 @dataclass
 class ScheduleConfig:
@@ -66,6 +78,25 @@ class ScheduleConfig:
     gamma: float = 0.1  # for "step": the factor applied at each milestone
     power: float = 0.9  # for "poly"
     min_lr: float = 0.0  # for "poly"/"cosine": the final lr of groups at optim.lr (others scale)
+
+    def check(self) -> None:
+        """Values the schedule cannot use are a ``ConfigError`` naming the key."""
+        non_negative(self.warmup_iters, "schedule.warmup_iters")
+        # 0 is allowed (a warm-up from lr 0), as the scheduler allows it
+        if not (_is_number(self.warmup_factor) and 0 <= self.warmup_factor <= 1):
+            raise ConfigError(f"schedule.warmup_factor: expected a value in [0, 1], got {self.warmup_factor!r}")
+        positive(self.gamma, "schedule.gamma")
+        positive(self.power, "schedule.power")
+        non_negative(self.min_lr, "schedule.min_lr")
+        for name in ("milestones", "milestone_epochs"):
+            values = getattr(self, name)
+            for i, value in enumerate(values):
+                non_negative(value, f"schedule.{name}[{i}]")
+            increasing(values, f"schedule.{name}")
+        if self.name != "step":
+            for name in ("milestones", "milestone_epochs"):
+                if getattr(self, name):
+                    raise ConfigError(f"schedule.{name}: only used by schedule.name 'step', not {self.name!r}")
 
 
 @dataclass
@@ -108,16 +139,27 @@ class TrainConfig:
     plot_curves: bool = True  # curves.png at the end of the run when matplotlib is installed
     imports: list[str] = field(default_factory=list)  # modules that register custom tasks/models
 
-    def check(self) -> None:
-        """Values the types allow but the loop cannot use are a ``ConfigError`` naming the key."""
-        if (self.epochs > 0) == (self.iters > 0):
+    def check(self, require_length: bool = True) -> None:
+        """Values the types allow but the loop cannot use are a ``ConfigError`` naming the key.
+
+        Loading a config checks everything but ``require_length`` (that one of ``epochs`` and
+        ``iters`` is set): configs that only evaluate or predict (those stored in converted
+        checkpoints) leave both at 0; the trainer checks it before it builds anything.
+        """
+        for name in ("epochs", "iters"):
+            non_negative(getattr(self, name), f"train.{name}")
+        if self.epochs > 0 and self.iters > 0:
+            raise ConfigError("train.epochs / train.iters: set exactly one of them to a positive number, "
+                              f"got epochs {self.epochs} and iters {self.iters}")
+        if require_length and self.epochs == 0 and self.iters == 0:
             raise ConfigError("train.epochs / train.iters: set exactly one of them to a positive number")
-        for name in ("batch_size", "accumulate_steps"):
+        for name in ("batch_size", "accumulate_steps", "log_every"):
             if getattr(self, name) < 1:
                 raise ConfigError(f"train.{name}: expected a positive integer, got {getattr(self, name)}")
         for name in ("eval_every", "checkpoint_every", "eval_batch_size", "num_workers", "eval_samples"):
             if getattr(self, name) < 0:
                 raise ConfigError(f"train.{name}: expected 0 or more, got {getattr(self, name)}")
+        non_negative(self.clip_grad_norm, "train.clip_grad_norm")
         if not 0.0 <= self.ema.decay < 1.0:
             raise ConfigError(f"train.ema.decay: expected a value in [0, 1) (0 turns EMA off), got {self.ema.decay}")
         if self.ema.warmup < 1:
@@ -161,7 +203,7 @@ def read_yaml_with_bases(path: str | Path, _seen: tuple[Path, ...] = ()) -> dict
     try:
         data = yaml.safe_load(text)
     except yaml.YAMLError as err:
-        raise ConfigError(f"{path}: invalid YAML: {err}") from None
+        raise ConfigError(f"{path}: invalid YAML: {_yaml_problem(err)}") from None
     if data is None:
         data = {}
     if not isinstance(data, dict):
@@ -176,6 +218,17 @@ def read_yaml_with_bases(path: str | Path, _seen: tuple[Path, ...] = ()) -> dict
         raise ConfigError(f"{path}: _base_: cannot read config {str(base_path)!r}: no such file")
     merged = read_yaml_with_bases(base_path, (*_seen, path))
     return deep_merge(merged, data)
+
+
+def _yaml_problem(err: yaml.YAMLError) -> str:
+    """PyYAML's error on one line: what is wrong and where (``line 3, column 7``)."""
+    problem = getattr(err, "problem", None)
+    mark = getattr(err, "problem_mark", None)
+    if not problem:
+        return " ".join(str(err).split())
+    context = getattr(err, "context", None)
+    where = f"line {mark.line + 1}, column {mark.column + 1}: " if mark is not None else ""
+    return f"{where}{problem}" + (f" ({context})" if context else "")
 
 
 def deep_merge(base: dict[str, Any], override: dict[str, Any]) -> dict[str, Any]:
@@ -199,7 +252,7 @@ def apply_overrides(data: dict[str, Any], overrides: Sequence[str]) -> dict[str,
         try:
             value = yaml.safe_load(raw) if raw.strip() else ""
         except yaml.YAMLError as err:
-            raise ConfigError(f"--set {item!r}: value is not valid YAML: {err}") from None
+            raise ConfigError(f"--set {item!r}: value is not valid YAML: {_yaml_problem(err)}") from None
         node = out
         parts = key.split(".")
         for part in parts[:-1]:
@@ -329,7 +382,8 @@ def import_task_modules(data: dict[str, Any], where: str) -> None:
 def build_config(data: dict[str, Any], where: str = "<config>") -> ExperimentConfig:
     """Turn a merged mapping into an :class:`ExperimentConfig`, with task-specific sections.
 
-    The modules of ``train.imports`` are imported first (they may register the task).
+    The modules of ``train.imports`` are imported first (they may register the task). The
+    typed config is then checked whole (:func:`check_config`): every error names ``where``.
     """
     data = dict(data)
     import_task_modules(data, where)
@@ -351,10 +405,68 @@ def build_config(data: dict[str, Any], where: str = "<config>") -> ExperimentCon
     cfg = from_dict(ExperimentConfig, data, where)
     for name, value in typed.items():
         setattr(cfg, name, value)
+    check_config(cfg, task_cls, where)
     return cfg
+
+
+# ----------------------------------------------------------------------------- value checks
+
+def check_config(cfg: ExperimentConfig, task_cls: Any, where: str) -> None:
+    """Check the values of a typed config; the first bad one is a ``ConfigError`` naming ``where``.
+
+    Each section's ``check()`` (the task's ``data`` and ``loss`` dataclasses may define one, as
+    ``optim``, ``schedule`` and ``train`` do) raises ``ConfigError("<yaml path>: ...")``; this
+    adds the file. ``model`` is the task's to check (its ``check_config(cfg)``, where it has one:
+    the built-in tasks check the name, class count and arguments against the model registry).
+    """
+    try:
+        task_check = getattr(task_cls, "check_config", None)
+        if callable(task_check):
+            task_check(cfg)
+        if cfg.model.num_classes < 0:
+            raise ConfigError(f"model.num_classes: expected 0 or more, got {cfg.model.num_classes}")
+        cfg.optim.check()
+        cfg.schedule.check()
+        if cfg.schedule.name in ("poly", "cosine") and cfg.schedule.min_lr > cfg.optim.lr:
+            raise ConfigError(f"schedule.min_lr: {cfg.schedule.min_lr} is above optim.lr {cfg.optim.lr}")
+        cfg.train.check(require_length=False)
+        for name in ("data", "loss"):
+            check = getattr(getattr(cfg, name), "check", None)
+            if callable(check):
+                check()
+    except ConfigError as err:
+        raise ConfigError(_prefixed(where, str(err))) from None
+
+
+def _prefixed(where: str, message: str) -> str:
+    """``message`` starting with ``where: `` (once: messages that name the file already keep it)."""
+    return message if message.startswith(f"{where}: ") else f"{where}: {message}"
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and not math.isnan(value)
+
+
+def _below_one(value: float, key: str) -> None:
+    """``0 <= value < 1``."""
+    if not (_is_number(value) and 0 <= value < 1):
+        raise ConfigError(f"{key}: expected a value in [0, 1), got {value!r}")
 
 
 def load_config(path: str | Path, overrides: Sequence[str] = ()) -> ExperimentConfig:
     """Read ``path`` (with its ``_base_`` chain), apply ``--set`` overrides, and type-check."""
     data = apply_overrides(read_yaml_with_bases(path), overrides)
-    return build_config(data, where=str(path))
+    try:
+        return build_config(data, where=str(path))
+    except ConfigError as err:
+        message = str(err)
+        # a bad value that came from the command line: say so, the file may be right
+        culprits = [item for item in overrides if _names_key(message, item.partition("=")[0])]
+        if not culprits:
+            raise
+        raise ConfigError(f"{message} (from --set {culprits[-1]})") from None
+
+
+def _names_key(message: str, key: str) -> bool:
+    """Whether ``message`` is about ``key`` (``train.epochs``) or a value inside it (``data.crop[1]``)."""
+    return any(f"{mark}{key}{end}" in message for mark in (": ", "'") for end in (":", "'", "[", ".", " "))

@@ -7,10 +7,13 @@ those variables everything here degrades to a single process.
 from __future__ import annotations
 
 import os
-from typing import Any
+from contextlib import contextmanager
+from typing import Any, Iterator
 
 import torch
 import torch.distributed as dist
+
+from densevit.errors import UserInputError
 
 
 def env_world_size() -> int:
@@ -99,3 +102,34 @@ def broadcast_object(obj: Any, src: int = 0) -> Any:
     box = [obj]
     dist.broadcast_object_list(box, src=src)
     return box[0]
+
+
+@contextmanager
+def input_errors_shared(device: torch.device) -> Iterator[None]:
+    """Run a block on every process; a ``UserInputError`` raised in it anywhere is raised everywhere.
+
+    A bad file that only one process reads (its shard of the data, its copy of a checkpoint)
+    would otherwise stop that process alone, and the others would wait for it in their next
+    collective until the timeout. Here every process finishes the block (the failing one
+    from where it failed), then one small all-reduce says whether any failed; if so, the
+    first failing process's message is raised on all of them, marked ``shared_by_all`` (the
+    CLI then prints it once, from the first process). The block must hold no collectives.
+    Single-process runs raise at once, as without the block.
+    """
+    error: UserInputError | None = None
+    try:
+        yield
+    except UserInputError as err:
+        if not is_distributed():
+            raise
+        error = err
+    if not is_distributed():
+        return
+    failed = torch.tensor([0.0 if error is None else 1.0], device=device)
+    if all_reduce_sum(failed).item() == 0:
+        return
+    # Messages travel, not exception objects: a subclass with its own constructor may not unpickle.
+    message = next(m for m in all_gather_objects(None if error is None else str(error)) if m is not None)
+    shared = error if error is not None and str(error) == message else UserInputError(message)
+    shared.shared_by_all = True
+    raise shared

@@ -14,12 +14,35 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Iterator
 
+from densevit.errors import UserInputError
+
 
 def public_file_mode() -> int:
     """The mode a plain ``open`` would give (``mkstemp`` makes files private to their owner)."""
     mask = os.umask(0)
     os.umask(mask)
     return 0o666 & ~mask
+
+
+def writable_folder(path: str | Path, what: str = "output folder") -> Path:
+    """Create folder ``path`` if needed and make sure files can be written in it.
+
+    Called before any work, so that a folder that cannot be created or written stops the
+    command at once with one line (``UserInputError`` naming ``what`` and the folder)
+    rather than after the computation, or halfway through writing its results.
+    """
+    path = Path(path)
+    blocking = next((p for p in (path, *path.parents) if p.exists()), None)
+    if blocking is not None and not blocking.is_dir():
+        raise UserInputError(f"{path}: cannot write the {what}: {blocking} is a file, not a folder")
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+        fd, probe = tempfile.mkstemp(dir=path, prefix=".densevit-write-test-")
+        os.close(fd)
+        os.unlink(probe)
+    except OSError as err:
+        raise UserInputError(f"{path}: cannot write the {what} ({err.strerror or err})") from None
+    return path
 
 
 @contextmanager

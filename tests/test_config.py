@@ -124,3 +124,28 @@ def test_base_cycle_is_reported(tmp_path: Path) -> None:
 def test_unknown_task_lists_known_tasks(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="known: .*config_test_task"):
         load_config(write(tmp_path / "t.yaml", "task: nonexistent_zzz\n"))
+
+
+@dataclass
+class _CheckedData:
+    size: int = 4
+
+    def check(self) -> None:
+        if self.size < 1:
+            raise ConfigError(f"data.size: expected a positive integer, got {self.size}")
+
+
+@TASKS.register("config_check_hook_task")
+class _CheckHookTask(Task):  # a task whose data section checks its own values
+    data_config = _CheckedData
+    loss_config = _ToyLoss
+
+
+def test_section_checks_run_at_load_and_name_the_file(tmp_path: Path) -> None:
+    path = write(tmp_path / "hook.yaml", "task: config_check_hook_task\ndata: {size: 0}\n")
+    with pytest.raises(ConfigError) as info:
+        load_config(path)
+    assert str(info.value) == f"{path}: data.size: expected a positive integer, got 0"
+    with pytest.raises(ConfigError, match=r"hook.yaml: optim.lr: expected a positive number, got -1.0 \(from --set"):
+        load_config(write(tmp_path / "hook.yaml", "task: config_check_hook_task\n"), ["optim.lr=-1"])
+    assert load_config(path, ["data.size=2"]).data.size == 2

@@ -4,6 +4,15 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Literal
 
+from densevit.config_checks import (
+    fraction,
+    non_negative,
+    positive,
+    positive_size,
+    probability,
+)
+from densevit.errors import ConfigError
+
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 
@@ -43,6 +52,24 @@ class ClassificationDataConfig:
     re_prob: float = 0.0  # random erasing probability
     augment: bool = True  # false: training images take the validation transform
 
+    def check(self) -> None:
+        """Values the transforms cannot use are a ``ConfigError`` naming the key (``data.hflip``)."""
+        positive_size(self.img_size, "data.img_size")
+        fraction(self.crop_pct, "data.crop_pct")
+        for i, value in enumerate(self.std):
+            positive(value, f"data.std[{i}]")
+        low, high = self.scale
+        fraction(low, "data.scale[0]")
+        fraction(high, "data.scale[1]")
+        if low > high:
+            raise ConfigError(f"data.scale: expected [min, max] with min <= max, got {list(self.scale)}")
+        probability(self.hflip, "data.hflip")
+        non_negative(self.color_jitter, "data.color_jitter")
+        probability(self.re_prob, "data.re_prob")
+        if len(set(self.class_names)) != len(self.class_names):
+            repeated = sorted({name for name in self.class_names if self.class_names.count(name) > 1})
+            raise ConfigError(f"data.class_names: names repeat ({', '.join(repeated)})")
+
 
 @dataclass
 class ClassificationLossConfig:
@@ -58,3 +85,12 @@ class ClassificationLossConfig:
     cutmix_alpha: float = 0.0
     mixup_prob: float = 1.0  # probability of mixing a batch
     mixup_switch_prob: float = 0.5  # probability of cutmix instead of mixup when both are on
+
+    def check(self) -> None:
+        """Values timm's loss and ``Mixup`` cannot use are a ``ConfigError`` naming the key."""
+        if not (isinstance(self.label_smoothing, (int, float)) and 0 <= self.label_smoothing < 1):
+            raise ConfigError(f"loss.label_smoothing: expected a value in [0, 1), got {self.label_smoothing!r}")
+        non_negative(self.mixup_alpha, "loss.mixup_alpha")
+        non_negative(self.cutmix_alpha, "loss.cutmix_alpha")
+        probability(self.mixup_prob, "loss.mixup_prob")
+        probability(self.mixup_switch_prob, "loss.mixup_switch_prob")

@@ -23,6 +23,7 @@ from densevit.classification.config import (
 from densevit.classification.losses import ClassificationLoss, build_mixup
 from densevit.engine.task import Task
 from densevit.errors import ConfigError
+from densevit.model_checks import check_registered_model
 from densevit.models import create_model
 from densevit.tasks import TASKS
 
@@ -37,6 +38,13 @@ class ClassificationTask(Task):
     name = "classification"
     data_config = ClassificationDataConfig
     loss_config = ClassificationLossConfig
+
+    @classmethod
+    def check_config(cls, cfg: Any) -> None:
+        what = "0 (count the classes of the data) or at least 2"
+        if cfg.model.num_classes == 1:
+            raise ConfigError(f"model.num_classes: expected {what}, got 1")
+        check_registered_model(cfg.model, 0, what)
 
     @cached_property
     def classes(self) -> list[str]:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import os
 import pkgutil
 import sys
 import warnings
@@ -51,6 +52,17 @@ def _show_densevit_warnings_as_lines(command: str) -> None:
     warnings.showwarning = show
 
 
+def _print_error(command: str, err: UserInputError) -> None:
+    """One line on stderr. Under torchrun an error every process raised together
+    (:func:`densevit.distributed.input_errors_shared`) is printed by the first process only;
+    one only this process met says which process it is."""
+    rank = int(os.environ.get("RANK", "0"))
+    if rank and getattr(err, "shared_by_all", False):
+        return
+    where = f" (process {rank})" if rank else ""
+    print(f"densevit {command}: error{where}: {err}", file=sys.stderr)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``densevit`` console script; returns the process exit code."""
     parser = build_parser()
@@ -63,7 +75,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             _show_densevit_warnings_as_lines(args.command)
             return int(args.func(args) or 0)
     except UserInputError as err:
-        print(f"densevit {args.command}: error: {err}", file=sys.stderr)
+        _print_error(args.command, err)
         return 2
     except BrokenPipeError:
         # The reader went away (``densevit list backbones | head``): not an error of ours.

@@ -45,10 +45,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     from densevit.errors import UserInputError
     from densevit.inference.attention import AttentionOptions, attention_maps
+    from densevit.io import writable_folder
 
     for flag, value, least in (("--boxes", args.boxes, 1), ("--size", args.size, 16), ("--num-classes", args.num_classes, 1)):
         if value is not None and value < least:
             raise UserInputError(f"{flag} {value}: must be at least {least}")
+    writable_folder(args.out, "--out folder")
     options = AttentionOptions(head=args.head, pixel=tuple(args.pixel) if args.pixel else None, stage=args.stage,
                                boxes=args.boxes, size=args.size, num_classes=args.num_classes)
     summary = attention_maps(args.model, args.image, args.out, options, args.weights)

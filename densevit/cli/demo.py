@@ -11,6 +11,7 @@ import time
 from pathlib import Path
 
 from densevit.errors import UserInputError
+from densevit.io import writable_folder
 
 _DEMOS = {
     "classify": "densevit.demos.classify",
@@ -39,6 +40,7 @@ def run(args: argparse.Namespace) -> int:
     if args.overrides and not args.which:
         raise UserInputError("demo --set: name the demo it applies to (densevit demo detect --set ...)")
     names = [args.which] if args.which else sorted(_DEMOS)
+    writable_folder(args.out, "--out folder")
     summary = {}
     for name in names:
         module = importlib.import_module(_DEMOS[name])

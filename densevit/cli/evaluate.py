@@ -27,9 +27,11 @@ def run(args: argparse.Namespace) -> int:
     from densevit.config import load_config
     from densevit.distributed import launcher_rank
     from densevit.engine.evaluate import evaluate
-    from densevit.io import dumps_json, write_text_atomic
+    from densevit.io import dumps_json, writable_folder, write_text_atomic
 
     cfg = load_config(args.config, [*args.overrides, *(["strict=true"] if args.strict else [])])
+    if args.out and launcher_rank() == 0:
+        writable_folder(args.out.parent, "--out file's folder")
     metrics = evaluate(cfg, args.checkpoint, device=args.device)
     if launcher_rank() == 0:
         text = dumps_json(metrics, indent=2)

@@ -37,6 +37,9 @@ def run(args: argparse.Namespace) -> int:
     except ImportError as err:
         raise UserInputError(f"export needs {err.name}: pip install 'densevit[export]'") from None
     from densevit.inference.export import ExportMismatch, export_onnx
+    from densevit.io import writable_folder
+
+    writable_folder(args.out.parent, "--out file's folder")
 
     try:
         report = export_onnx(args.checkpoint, args.out, args.sample, args.tolerance, args.opset)

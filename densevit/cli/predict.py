@@ -37,7 +37,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from densevit.inference import PredictOptions, Predictor
+    from densevit.io import writable_folder
 
+    writable_folder(args.out, "--out folder")  # before the model is even read
     options = PredictOptions(score_threshold=args.score_threshold, batch_size=args.batch_size, mode=args.mode,
                              overlap=args.overlap, device=args.device, precision=args.precision,
                              pictures=args.pictures)

@@ -26,7 +26,7 @@ from densevit.data.pairing import (
 )
 from densevit.errors import UserInputError
 from densevit.evaluation import classification, coco, files, medical, semantic
-from densevit.io import write_json_atomic
+from densevit.io import writable_folder, write_json_atomic
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -105,6 +105,8 @@ def _file_options(p: argparse.ArgumentParser, names_help: str) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    if args.out is not None:
+        writable_folder(args.out.parent, "--out file's folder")
     result, table = args.score(args)
     print(table)
     if args.out is not None:

@@ -1,13 +1,29 @@
 """COCO-format detection data: a folder of images and an instances JSON.
 
-The file is read and checked by :mod:`densevit.data.coco_json` (the checks the COCO evaluator
-makes too) and indexed with pycocotools. Category ids (any integers, with gaps) become
-contiguous class indices 0..K-1 in increasing id order; :attr:`CocoDetection.category_ids`
-maps them back. A bad annotation (unknown image or category, a box that is not four finite
-numbers, a size that is not positive, entirely outside its image) or image (file missing) is
-reported with the file and its id, then dropped with one counted warning or raised as an
-error, by ``bad_annotations``.
-Crowd annotations are left out of training targets (evaluation reads them from the file).
+The file is read and checked when the dataset is opened, by :mod:`densevit.data.coco_json`
+(the checks the COCO evaluator makes too) and here:
+
+- the file as a whole (always an error): JSON that does not parse, a missing ``images``,
+  ``annotations`` or ``categories`` list, image or category ids that are not unique integers,
+  more categories than the model has classes, no image at all;
+- each annotation: an ``image_id`` or ``category_id`` that the file does not list (or that is
+  not among the model's classes), an ``id`` that is missing or repeated, a ``bbox`` that is not
+  four finite numbers, a width or height that is not positive, a box with nothing left after
+  clipping to its image, an ``iscrowd`` that is not 0 or 1;
+- each image: ``file_name`` missing, ``height``/``width`` not positive integers, the file
+  missing or empty (0 bytes).
+
+Bad annotations and images are raised (``bad_annotations="raise"``, the default; ``"error"``
+is its older name) as one ``UserInputError`` naming the file, the record
+(``annotations[k] (annotation id N, image id M)`` or ``images[k] (image id M)``) and the field,
+or dropped (``"drop"``) with one warning that counts them and shows the first few; an image
+dropped takes its annotations with it. Problems met while reading a picture (unreadable,
+truncated, a size other than the file says) are ``UserInputError`` naming the picture,
+whatever the policy.
+
+Category ids (any integers, with gaps) become contiguous class indices 0..K-1 in increasing id
+order, or in the order of ``category_ids`` when given; :attr:`CocoDetection.category_ids` maps
+them back. Crowd annotations are left out of training targets (evaluation reads them from the file).
 
 A sample is ``(image [3,H,W] float32 normalised, target)`` with the target keys of the
 detection contract: ``boxes`` [N,4] normalised (cx, cy, w, h), ``labels`` [N] int64,
@@ -17,10 +33,10 @@ from __future__ import annotations
 
 import contextlib
 import io
-import warnings
+from collections import defaultdict
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Literal
+from typing import Any, Literal, Sequence
 
 import albumentations as A
 import numpy as np
@@ -30,13 +46,21 @@ from torch import Tensor
 from torch.utils.data import Dataset
 from torchvision.ops import box_convert
 
-from densevit.data.coco_json import check_instances, read_json
+from densevit.data.coco_json import (
+    check_instances,
+    describe_annotation,
+    is_int,
+    read_json,
+)
 from densevit.data.compose import Augmented
 from densevit.data.det_transforms import apply
 from densevit.data.images import read_rgb
-from densevit.errors import UserInputError
+from densevit.errors import UserInputError, suspicious
 
-BadAnnotationPolicy = Literal["drop", "error"]
+# "error" is the older name of "raise" (configs and checkpoints written before 0.3 say it)
+BadAnnotationPolicy = Literal["raise", "drop", "error"]
+POLICIES = ("raise", "drop", "error")
+SHOWN = 3  # offenders named in the warning of the "drop" policy
 
 
 @dataclass(frozen=True)
@@ -62,98 +86,150 @@ def load_coco(annotation_file: str | Path) -> COCO:
     """Read and index a COCO instances file for its images and categories.
 
     A file whose structure is broken (see :func:`densevit.data.coco_json.check_instances`) is
-    a :class:`UserInputError`; the annotations are not checked here (:class:`CocoDetection` does).
+    a :class:`UserInputError`; bad annotations are left out of the index without a word
+    (:class:`CocoDetection` reports them), and a file without ``annotations`` is indexed as
+    one without any (an image list to predict on).
     """
     data = read_json(annotation_file)
     if isinstance(data, dict):
         data.setdefault("annotations", [])
-    check_instances(data, str(annotation_file), required=())
-    return index_coco(data)
+    bad = {k for k, _ in check_instances(data, str(annotation_file), required=(), annotation_ids=True)}
+    return index_coco({**data, "annotations": [a for k, a in enumerate(data["annotations"]) if k not in bad]})
 
 
 class CocoDetection(Augmented, Dataset):
-    """Images of ``image_dir`` with the boxes of ``annotation_file``.
+    """Images of ``image_dir`` with the boxes of ``annotation_file``, checked when opened (see
+    the module docstring).
 
     Args:
         transform: a :class:`~densevit.data.compose.Compose` over pixel xyxy boxes (see
             :mod:`densevit.data.det_transforms`), ending with normalisation or scaling to [0, 1].
-        bad_annotations: ``"drop"`` (warn once with the count and the first few) or ``"error"``.
+        bad_annotations: ``"raise"`` (or ``"error"``): the first bad annotation or image is a
+            ``UserInputError``; ``"drop"``: they are left out with one warning.
+        num_classes: the model's number of classes; more categories than that is an error.
+        category_ids: the category id of each class index (the model's order, e.g.
+            ``data.category_ids``); default: the file's category ids in increasing order.
+            An annotation of a category not in it is a bad annotation.
     """
 
     def __init__(self, image_dir: str | Path, annotation_file: str | Path, transform: A.Compose,
-                 bad_annotations: BadAnnotationPolicy = "drop") -> None:
+                 bad_annotations: BadAnnotationPolicy = "raise", num_classes: int | None = None,
+                 category_ids: Sequence[int] | None = None) -> None:
+        if bad_annotations not in POLICIES:
+            raise ValueError(f"bad_annotations: expected one of {POLICIES}, got {bad_annotations!r}")
         self.image_dir = Path(image_dir)
         self.annotation_file = Path(annotation_file)
         self.transform = transform
+        self.policy = "drop" if bad_annotations == "drop" else "raise"
+        source = str(self.annotation_file)
         data = read_json(self.annotation_file)
-        if isinstance(data, dict):
-            data.setdefault("annotations", [])
-        bad_records = check_instances(data, str(self.annotation_file), required=("bbox",))
-        if bad_records and bad_annotations == "error":
-            raise UserInputError(f"{self.annotation_file}: {bad_records[0][1]}")
-        dropped = {k for k, _ in bad_records}
-        data = {**data, "annotations": [a for k, a in enumerate(data["annotations"]) if k not in dropped]}
-        self.coco = index_coco(data)
-        categories = self.coco.dataset["categories"]
-        self.category_ids: list[int] = sorted(int(c["id"]) for c in categories)
+        bad_annotation_list = check_instances(data, source, required=("bbox",), annotation_ids=True)
+        categories = data["categories"]
+        if not data["images"]:
+            raise UserInputError(f"{source}: 'images' is empty: no image to train or evaluate on")
         names = {int(c["id"]): str(c.get("name", c["id"])) for c in categories}
-        self.class_names: list[str] = [names[i] for i in self.category_ids]
-        self.records, problems = self._index(bad_annotations)
-        self.problems = problems = [message for _, message in bad_records] + problems
-        if problems and bad_annotations == "drop":
-            shown = "; ".join(problems[:5]) + ("; ..." if len(problems) > 5 else "")
-            warnings.warn(f"{self.annotation_file}: dropped {len(problems)} bad annotations or images: {shown}",
-                          stacklevel=2)
+        self.category_ids: list[int] = list(category_ids) if category_ids is not None else sorted(names)
+        self.class_names: list[str] = [names.get(i, f"category {i}") for i in self.category_ids]
+        if num_classes is not None and len(self.category_ids) > num_classes:
+            if category_ids is None:
+                raise UserInputError(f"{source}: 'categories' lists {len(self.category_ids)} categories, "
+                                     f"more than the model's {num_classes} classes (model.num_classes)")
+            raise UserInputError(f"data.category_ids: {len(self.category_ids)} category ids, more than the "
+                                 f"model's {num_classes} classes (model.num_classes)")
 
-    def _index(self, policy: BadAnnotationPolicy) -> tuple[list[_Record], list[str]]:
+        bad_annotations_at = dict(bad_annotation_list)  # annotation index -> message
+        bad_images: list[str] = []
+        self.records = self._index(data, bad_annotations_at, bad_images)
+        self.problems: list[str] = [message for _, message in sorted(bad_annotations_at.items())] + bad_images
+        if self.problems and not self.records and self.policy == "drop":
+            raise UserInputError(f"{source}: no usable image left after dropping "
+                                 f"{_counted(len(self.problems), 'bad record')}, the first: {self.problems[0]}")
+        if self.problems:
+            self._report(len(bad_annotations_at), len(bad_images))
+        kept = {record.image_id for record in self.records}
+        self.coco = index_coco({
+            **data,
+            "images": [image for image in data["images"] if image["id"] in kept],
+            "annotations": [ann for k, ann in enumerate(data["annotations"])
+                            if k not in bad_annotations_at and ann["image_id"] in kept],
+        })
+
+    def _report(self, annotations: int, images: int) -> None:
+        """Raise the first problem, or warn once about all (``drop``)."""
+        source = str(self.annotation_file)
+        count = len(self.problems)
+        if self.policy == "raise":
+            more = (f" (and {count - 1} more bad records; data.bad_annotations: drop leaves them out)"
+                    if count > 1 else "")
+            raise UserInputError(f"{source}: {self.problems[0]}{more}")
+        parts = [_counted(annotations, "annotation"), _counted(images, "image")]
+        shown = "; ".join(self.problems[:SHOWN]) + ("; ..." if count > SHOWN else "")
+        suspicious(f"{source}: data.bad_annotations=drop: dropped {_counted(count, 'bad record')} "
+                   f"({', '.join(p for p in parts if p)}): {shown}")
+
+    def _index(self, data: dict[str, Any], bad_annotations: dict[int, str], bad_images: list[str]) -> list[_Record]:
+        """One record per usable image, sorted by image id; fills in the bad records found."""
         label_of = {cid: i for i, cid in enumerate(self.category_ids)}
-        problems: list[str] = []
-
-        def bad(message: str) -> None:
-            if policy == "error":
-                raise UserInputError(f"{self.annotation_file}: {message}")
-            problems.append(message)
-
+        by_image: dict[int, list[int]] = defaultdict(list)
+        for k, ann in enumerate(data["annotations"]):
+            if k not in bad_annotations:
+                by_image[ann["image_id"]].append(k)
         records = []
-        for image_id in sorted(self.coco.imgs):
-            info = self.coco.imgs[image_id]
-            path = self.image_dir / str(info.get("file_name", ""))
-            if not path.is_file():
-                bad(f"image id {image_id}: file {path} not found")
+        for i, info in sorted(enumerate(data["images"]), key=lambda item: item[1]["id"]):
+            image_id = info["id"]
+            problem, path = self._image_problem(info)
+            if problem:
+                bad_images.append(f"images[{i}] (image id {image_id}): {problem}")
                 continue
-            try:
-                height, width = int(info["height"]), int(info["width"])
-            except (KeyError, TypeError, ValueError):
-                bad(f"image id {image_id}: needs integer 'height' and 'width'")
-                continue
+            height, width = info["height"], info["width"]
             boxes, labels = [], []
-            for ann in self.coco.imgToAnns.get(image_id, []):
-                if ann.get("iscrowd", 0):
-                    continue
-                box = self._checked_box(ann, height, width, bad)
-                if box is not None:
-                    boxes.append(box)
+            for k in by_image.get(image_id, []):
+                ann = data["annotations"][k]
+                problem = self._annotation_problem(ann, height, width, label_of)
+                if problem:
+                    bad_annotations[k] = f"annotations[{k}]{describe_annotation(ann)}: {problem}"
+                elif not ann.get("iscrowd", 0):
+                    x, y, w, h = (float(v) for v in ann["bbox"])
+                    boxes.append([max(x, 0.0), max(y, 0.0), min(x + w, float(width)), min(y + h, float(height))])
                     labels.append(label_of[ann["category_id"]])
             records.append(_Record(int(image_id), path, height, width,
                                    np.asarray(boxes, dtype=np.float32).reshape(-1, 4),
                                    np.asarray(labels, dtype=np.int64)))
-        return records, problems
+        return records
+
+    def _image_problem(self, info: dict[str, Any]) -> tuple[str | None, Path]:
+        """What is wrong with an image record and its file (a stat, the file is not read), or None."""
+        file_name = info.get("file_name")
+        if not isinstance(file_name, str) or not file_name:
+            return f"'file_name' must be a file name, got {file_name!r}", self.image_dir
+        path = self.image_dir / file_name
+        height, width = info.get("height"), info.get("width")
+        if not (is_int(height) and is_int(width) and height > 0 and width > 0):
+            return f"'height' and 'width' must be positive integers, got {height!r} and {width!r}", path
+        try:
+            size = path.stat().st_size
+        except OSError:
+            return f"'file_name': image file {path} not found", path
+        if not path.is_file():
+            return f"'file_name': {path} is not a file", path
+        if size == 0:
+            return f"'file_name': image file {path} is empty (0 bytes)", path
+        return None, path
 
     @staticmethod
-    def _checked_box(ann: dict[str, Any], height: int, width: int, bad: Callable[[str], None]) -> list[float] | None:
-        """The annotation's box as pixel xyxy clipped to the image, or None (reported) if it has
-        no area or lies outside its image."""
-        where = f"annotation id {ann.get('id')} (image id {ann.get('image_id')})"
-        bbox = ann["bbox"]  # four finite numbers: checked when the file was read
+    def _annotation_problem(ann: dict[str, Any], height: int, width: int, label_of: dict[int, int]) -> str | None:
+        """What is wrong with an annotation given its image (checked by the file's checks first)."""
+        if ann["category_id"] not in label_of:
+            return f"category_id {ann['category_id']} is not among the model's classes (data.category_ids)"
+        if ann.get("iscrowd", 0):
+            return None  # not a training target; its box is only scored against
+        bbox = ann["bbox"]  # four finite numbers, width and height >= 0: checked with the file
         x, y, w, h = (float(v) for v in bbox)
         if w <= 0 or h <= 0:
-            bad(f"{where}: bbox {bbox} has a width or height that is not positive")
-            return None
-        x1, y1, x2, y2 = max(x, 0.0), max(y, 0.0), min(x + w, float(width)), min(y + h, float(height))
-        if x2 <= x1 or y2 <= y1:
-            bad(f"{where}: bbox {bbox} lies outside its {width}x{height} image")
-            return None
-        return [x1, y1, x2, y2]
+            return f"'bbox' {bbox} has a width or height that is not positive"
+        if min(x + w, float(width)) <= max(x, 0.0) or min(y + h, float(height)) <= max(y, 0.0):
+            return f"'bbox' {bbox} lies outside its {width}x{height} image (nothing left after clipping)"
+        return None
 
     def __len__(self) -> int:
         return len(self.records)
@@ -178,3 +254,8 @@ class CocoDetection(Augmented, Dataset):
             "size": torch.tensor([height, width], dtype=torch.int64),
         }
         return torch.from_numpy(np.ascontiguousarray(image.transpose(2, 0, 1))), target
+
+
+def _counted(count: int, noun: str) -> str:
+    """``1 image``, ``3 images``; empty for 0."""
+    return f"{count} {noun}{'s' if count != 1 else ''}" if count else ""

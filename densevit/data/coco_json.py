@@ -3,8 +3,9 @@
 :func:`check_instances` raises on problems of the file as a whole (a missing list, ids that
 are not integers or not unique) and returns the problems of single annotations (an image or
 category id that is not in the file, a box that is not four finite numbers with a size of at
-least zero, a missing key), each naming the record and the field, for the caller to raise or
-to drop by its policy.
+least zero, an ``iscrowd`` that is not 0 or 1, a missing key, and, when asked, an annotation
+id that is missing or repeated), each naming the record and the field, for the caller to
+raise or to drop by its policy.
 """
 from __future__ import annotations
 
@@ -50,13 +51,15 @@ def xywh_problem(box: Any) -> str | None:
 
 
 def check_instances(data: Any, source: str, required: Sequence[str] = ("bbox",),
-                    image_size: bool = False) -> list[tuple[int, str]]:
+                    image_size: bool = False, annotation_ids: bool = False) -> list[tuple[int, str]]:
     """Check a parsed COCO instances object (see the module docstring).
 
     Args:
         required: annotation keys every annotation must have besides ``image_id`` and
             ``category_id`` (``bbox``, ``segmentation``, ``area``); a ``bbox`` is also checked.
         image_size: every image must have integer ``height`` and ``width``.
+        annotation_ids: every annotation must have an integer ``id`` that no annotation before
+            it has (a repeat is a problem of the later annotation).
 
     Returns:
         ``(annotation index, message)`` per bad annotation; messages start with
@@ -75,23 +78,33 @@ def check_instances(data: Any, source: str, required: Sequence[str] = ("bbox",),
             if not (is_int(image.get("height")) and is_int(image.get("width"))):
                 raise UserInputError(f"{source}: images[{k}] (id {image['id']}): needs integer 'height' and 'width'")
     problems = []
+    first_with_id: dict[int, int] = {}
     for k, ann in enumerate(data["annotations"]):
         problem = _annotation_problem(ann, image_ids, category_ids, required)
+        if annotation_ids and isinstance(ann, Mapping) and not problem:
+            if not is_int(ann.get("id")):
+                problem = f"'id' must be an integer, got {ann.get('id')!r}"
+            elif ann["id"] in first_with_id:
+                also = first_with_id[ann["id"]]
+                problem = f"'id': duplicate annotation id {ann['id']} (also annotations[{also}])"
+            else:
+                first_with_id[ann["id"]] = k
         if problem:
-            problems.append((k, f"annotations[{k}]{_described(ann)}: {problem}"))
+            problems.append((k, f"annotations[{k}]{describe_annotation(ann)}: {problem}"))
     return problems
 
 
 def _unique_ids(records: list[Any], key: str, source: str) -> set:
-    ids: set = set()
+    first: dict[int, int] = {}  # id -> index of the record that has it
     for k, record in enumerate(records):
         if not isinstance(record, Mapping) or not is_int(record.get("id")):
             raise UserInputError(f"{source}: {key}[{k}]: missing or non-integer 'id'")
-        if record["id"] in ids:
-            raise UserInputError(f"{source}: {key}[{k}]: duplicate {key[:-1] if key != 'categories' else 'category'} "
-                                 f"id {record['id']}")
-        ids.add(record["id"])
-    return ids
+        if record["id"] in first:
+            noun = "category" if key == "categories" else key[:-1]
+            raise UserInputError(f"{source}: {key}[{k}]: 'id': duplicate {noun} id {record['id']} "
+                                 f"(also {key}[{first[record['id']]}])")
+        first[record["id"]] = k
+    return set(first)
 
 
 def _annotation_problem(ann: Any, image_ids: set, category_ids: set, required: Sequence[str]) -> str | None:
@@ -100,10 +113,12 @@ def _annotation_problem(ann: Any, image_ids: set, category_ids: set, required: S
     for key in ("image_id", "category_id", *required):
         if key not in ann:
             return f"missing key '{key}'"
-    if ann["image_id"] not in image_ids:
+    if not (is_int(ann["image_id"]) and ann["image_id"] in image_ids):
         return f"image_id {ann['image_id']!r} is not in 'images'"
-    if ann["category_id"] not in category_ids:
+    if not (is_int(ann["category_id"]) and ann["category_id"] in category_ids):
         return f"category_id {ann['category_id']!r} is not in 'categories'"
+    if "iscrowd" in ann and not (isinstance(ann["iscrowd"], numbers.Real) and ann["iscrowd"] in (0, 1)):
+        return f"'iscrowd' must be 0 or 1, got {ann['iscrowd']!r}"
     if "area" in required and not is_number(ann["area"]):
         return f"'area' must be a finite number, got {ann['area']!r}"
     if "bbox" in required:
@@ -111,7 +126,7 @@ def _annotation_problem(ann: Any, image_ids: set, category_ids: set, required: S
     return None
 
 
-def _described(ann: Any) -> str:
+def describe_annotation(ann: Any) -> str:
     """`` (annotation id 7, image id 3)`` for messages, as far as the annotation has them."""
     if not isinstance(ann, Mapping):
         return ""

@@ -23,22 +23,23 @@ def read_rgb(path: str | Path, expected_hw: tuple[int, int] | None = None) -> np
             raw.load()
             image = ImageOps.exif_transpose(raw)
             if expected_hw is not None and (image.height, image.width) != expected_hw:
-                if (raw.height, raw.width) != expected_hw:
-                    raise UserInputError(
-                        f"{path}: image is {raw.width}x{raw.height} but its annotations say "
-                        f"{expected_hw[1]}x{expected_hw[0]} (width x height)")
-                image = raw
-            return np.array(image.convert("RGB"))
-    except (OSError, SyntaxError, ValueError) as err:
+                stored_hw = (raw.height, raw.width)
+                image = raw if stored_hw == expected_hw else None
+            if image is not None:
+                return np.array(image.convert("RGB"))
+    except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as err:
         raise UserInputError(f"{path}: cannot read image: {err}") from None
+    raise UserInputError(f"{path}: image is {stored_hw[1]}x{stored_hw[0]} but its annotations say "
+                         f"{expected_hw[1]}x{expected_hw[0]} (width x height)")
 
 
 def read_label_map(path: str | Path) -> np.ndarray:
     """A single-channel label picture (index PNG, grey, 16-bit) as an [H, W] integer array."""
     try:
         with Image.open(path) as image:
-            if image.mode not in LABEL_MODES:
-                raise UserInputError(f"{path}: expected a single-channel label map, got a {image.mode} picture")
-            return np.array(image)
-    except (OSError, SyntaxError, ValueError) as err:
+            mode = image.mode
+            if mode in LABEL_MODES:
+                return np.array(image)
+    except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as err:
         raise UserInputError(f"{path}: cannot read the label map ({err})") from None
+    raise UserInputError(f"{path}: expected a single-channel label map, got a {mode} picture")

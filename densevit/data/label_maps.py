@@ -18,13 +18,20 @@ from typing import Callable, Sequence
 
 import numpy as np
 import torch
+from PIL import Image, UnidentifiedImageError
 from torch.utils.data import Dataset
 
 from densevit.data import IMAGE_SUFFIXES
 from densevit.data.compose import Augmented
-from densevit.data.images import read_label_map, read_rgb
+from densevit.data.images import LABEL_MODES, read_label_map, read_rgb
 from densevit.data.labels import apply_fov
 from densevit.data.pairing import PICTURE_SUFFIXES, pair_label_files
+from densevit.data.sample_checks import (
+    BadSamples,
+    BadSamplesPolicy,
+    check_label_values,
+    one_line,
+)
 from densevit.errors import UserInputError
 
 
@@ -108,12 +115,51 @@ def find_pairs(kind: str, root: Path, split: str) -> list[tuple[Path, Path, None
     return [(image, label, None) for image, label in pairs]
 
 
+def picture_header(path: Path, what: str, verify: bool = False) -> tuple[str, tuple[int, int]]:
+    """``(PIL mode, (height, width))`` of a picture from its header; ``verify``: the whole file is
+    read and checked too (PNG checksums: a truncated PNG fails). One error naming the file."""
+    try:
+        if Path(path).stat().st_size == 0:
+            raise UserInputError(f"{path}: cannot read the {what}: the file is empty (0 bytes)")
+        with Image.open(path) as picture:
+            mode, (width, height) = picture.mode, picture.size
+            if verify:
+                picture.verify()
+    except UnidentifiedImageError:
+        raise UserInputError(f"{path}: cannot read the {what}: not a picture file Pillow can read") from None
+    except (OSError, SyntaxError, ValueError) as err:
+        if isinstance(err, UserInputError):
+            raise
+        raise UserInputError(f"{path}: cannot read the {what} ({type(err).__name__}: {one_line(err)})") from None
+    return mode, (height, width)
+
+
+def check_sample(image: Path, label: Path, fov: Path | None = None) -> None:
+    """One picture, its label map and field-of-view mask, from their headers: each readable, the
+    label map single-channel (class indices: grey, 16-bit or palette), all of one size."""
+    _, size = picture_header(image, "image", verify=True)
+    mode, label_size = picture_header(label, "label map", verify=True)
+    if mode not in LABEL_MODES:
+        raise UserInputError(
+            f"{label}: expected a single-channel label map (a class index per pixel: grey, 16-bit or palette "
+            f"PNG), got a picture of mode {mode}; colour-coded label maps must be converted to class indices")
+    if label_size != size:
+        raise UserInputError(f"{label}: label map size {label_size[1]}x{label_size[0]} differs from image "
+                             f"{image} size {size[1]}x{size[0]} (width x height)")
+    if fov is not None:
+        _, fov_size = picture_header(fov, "field-of-view mask", verify=True)
+        if fov_size != size:
+            raise UserInputError(f"{fov}: field-of-view mask size {fov_size[1]}x{fov_size[0]} differs from image "
+                                 f"{image} size {size[1]}x{size[0]} (width x height)")
+
+
 class LabelMapDataset(Augmented, Dataset):
     """``{"image": [3,H,W] float, "mask": [H,W] int64, "path": str}`` from pictures and label maps.
 
     ``lookup`` maps label-file values to class indices (void to the ignore index); a value
-    beyond it is an error naming the file. Where a field-of-view mask is 0 the mask holds
-    ``ignore_index`` (those pixels are neither trained on nor scored).
+    beyond it is an error naming the file, and so (given ``num_classes``) is a class index
+    that is neither below ``num_classes`` nor ``ignore_index``. Where a field-of-view mask is
+    0 the mask holds ``ignore_index`` (those pixels are neither trained on nor scored).
     """
 
     def __init__(
@@ -122,11 +168,13 @@ class LabelMapDataset(Augmented, Dataset):
         lookup: np.ndarray,
         transform: Callable[[np.ndarray, np.ndarray], tuple[torch.Tensor, torch.Tensor]],
         ignore_index: int = 255,
+        num_classes: int | None = None,
     ) -> None:
         self.samples = list(samples)
         self.lookup = lookup
         self.transform = transform
         self.ignore_index = ignore_index
+        self.num_classes = num_classes
 
     def __len__(self) -> int:
         return len(self.samples)
@@ -137,7 +185,25 @@ class LabelMapDataset(Augmented, Dataset):
         label = read_label_map(label_path)
         if label.size and (label.min() < 0 or label.max() >= len(self.lookup)):
             raise UserInputError(f"{label_path}: label value {int(label.max())} outside 0..{len(self.lookup) - 1}")
-        return apply_fov(self.lookup[label], fov_path, self.ignore_index)
+        mask = apply_fov(self.lookup[label], fov_path, self.ignore_index)
+        check_label_values(mask, label_path, self.num_classes, self.ignore_index, "pixel")
+        return mask
+
+    def check(self, policy: BadSamplesPolicy = "raise", what: object = "data", values: bool = True) -> None:
+        """Check every sample now: its files' headers (:func:`check_sample`) and, with ``values``,
+        its label values (the whole label map is read, as :meth:`labels` reads it). A bad sample
+        raises, or with ``policy="drop"`` is left out with one warning for all of them."""
+        bad = BadSamples(policy, what, "images")
+
+        def fine(i: int) -> bool:
+            check_sample(*self.samples[i])
+            if values:
+                self.labels(i)
+            return True
+
+        total = len(self.samples)
+        self.samples = [sample for i, sample in enumerate(self.samples) if bad.keep(lambda: fine(i))]
+        bad.report(total)
 
     def __getitem__(self, i: int) -> dict[str, object]:
         self.seed_sample(i)

@@ -10,6 +10,10 @@ Layouts read by :func:`find_nifti_cases`:
 Arrays keep NIfTI's (x, y, z) order; slices are taken along the last axis. Training iterates
 over slices (:class:`SliceDataset`); evaluation over whole cases (:class:`CaseDataset`), so
 that Dice and HD95 are computed per volume.
+
+Cases are read whole when the data is opened, and checked then (:mod:`densevit.data.volume_readers`
+reads and checks each file): a bad case stops the run with one error naming the file, or with
+``bad_samples="drop"`` is left out, with one warning counting the dropped cases.
 """
 from __future__ import annotations
 
@@ -18,13 +22,20 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Literal, Sequence
 
-import nibabel as nib
 import numpy as np
 import torch
 from torch.utils.data import Dataset
 
 from densevit.data.compose import Augmented
-from densevit.data.labels import integer_labels
+from densevit.data.sample_checks import BadSamples, BadSamplesPolicy, check_label_values
+from densevit.data.volume_readers import (  # noqa: F401 - read_nifti is part of this module's interface
+    check_synapse_npz,
+    read_image_volume,
+    read_label,
+    read_nifti,
+    read_synapse_h5,
+    read_synapse_npz,
+)
 from densevit.errors import UserInputError
 
 NIFTI_SUFFIXES = (".nii.gz", ".nii")
@@ -91,24 +102,6 @@ def _nifti_in(folder: Path, stem: str) -> Path | None:
     return None
 
 
-def read_nifti(path: str | Path) -> tuple[np.ndarray, nib.Nifti1Image]:
-    """The voxels of a NIfTI file (trailing length-1 axes dropped: ``(x, y, z, 1)`` label files)
-    and the image object (affine, header); a file nibabel cannot read is one error naming it."""
-    try:
-        image = nib.load(str(path))
-        data = np.asanyarray(image.dataobj)
-    except Exception as err:  # noqa: BLE001 - nibabel, gzip and zlib raise many types for bad files
-        raise UserInputError(f"{path}: cannot read the NIfTI file ({type(err).__name__}: {err})") from None
-    while data.ndim > 3 and data.shape[-1] == 1:
-        data = data[..., 0]
-    return data, image
-
-
-def read_label(path: Path) -> np.ndarray:
-    """Integer label volume; float files must hold whole numbers (they are cast to int64)."""
-    return integer_labels(read_nifti(path)[0], str(path)).astype(np.int64)
-
-
 def find_nifti_cases(root: Path, modalities: Sequence[str] = (), label_name: str = "") -> list[tuple[str, list[Path], Path | None]]:
     """``(case_id, image files (one per modality), label file or None)`` for every case under ``root``."""
     root = Path(root)
@@ -151,18 +144,29 @@ def _decathlon_cases(root: Path) -> list[tuple[str, list[Path], Path | None]]:
     return [(case, files, _nifti_in(label_dir, case)) for case, files in grouped.items()]
 
 
+def model_takes(channels: int, in_chans: int | None) -> bool:
+    """Whether a model of ``in_chans`` input channels takes ``channels`` (1 is repeated to 3)."""
+    return in_chans is None or channels == in_chans or (channels == 1 and in_chans == 3)
+
+
 def load_case(
     case_id: str,
     image_paths: Sequence[Path],
     label_path: Path | None,
     normalisation: Normalisation = "none",
     ct_window: Sequence[float] = (-125.0, 275.0),
+    num_classes: int | None = None,
+    ignore_index: int | None = None,
+    in_chans: int | None = None,
 ) -> VolumeCase:
-    """Read and preprocess one case; image and label shapes must agree (the error names both files)."""
+    """Read and preprocess one case; every problem is one error naming the file: unreadable
+    files, NaN/Inf voxels, image and label shapes that differ (both files and shapes named),
+    labels that are not whole numbers, or (given ``num_classes``) not classes or
+    ``ignore_index``, and (given ``in_chans``) a channel count the model does not take."""
     channels = []
     headers = []
     for path in image_paths:
-        data, nifti = read_nifti(path)
+        data, nifti = read_image_volume(path)
         headers.append(nifti)
         stack = [data[..., i] for i in range(data.shape[-1])] if data.ndim == 4 else [data]
         for volume in stack:
@@ -173,6 +177,11 @@ def load_case(
                     f"{path}: shape {volume.shape} differs from {image_paths[0]} shape {channels[0].shape}"
                 )
             channels.append(normalise(volume, normalisation, ct_window))
+    if not model_takes(len(channels), in_chans):
+        raise UserInputError(
+            f"{image_paths[0]}: {len(channels)} image channel(s) ({len(image_paths)} file(s), one channel per "
+            f"modality or per 4th-axis volume) but the model takes {in_chans} (model.kwargs.in_chans)"
+        )
     image = np.stack(channels)
     label = None
     if label_path is not None:
@@ -182,31 +191,42 @@ def load_case(
                 f"label {label_path} has shape {label.shape} but image {image_paths[0]} has shape "
                 f"{image.shape[1:]}; image and label must cover the same voxels"
             )
+        check_label_values(label, label_path, num_classes, ignore_index)
     first = headers[0]
     spacing = tuple(float(s) for s in first.header.get_zooms()[:3])
     return VolumeCase(case_id, image, label, first.affine, spacing, tuple(image_paths), label_path)
 
 
-def load_nifti_cases(root: Path, modalities: Sequence[str] = (), label_name: str = "", **kw: Any) -> list[VolumeCase]:
-    """Every case under ``root``, loaded and preprocessed (see :func:`load_case`)."""
-    return [load_case(cid, images, label, **kw) for cid, images, label in find_nifti_cases(root, modalities, label_name)]
+def load_nifti_cases(root: Path, modalities: Sequence[str] = (), label_name: str = "",
+                     bad_samples: BadSamplesPolicy = "raise", **kw: Any) -> list[VolumeCase]:
+    """Every case under ``root``, loaded and preprocessed (see :func:`load_case`); with
+    ``bad_samples="drop"`` a case that fails is left out, with one warning for all of them."""
+    found = find_nifti_cases(root, modalities, label_name)
+    bad = BadSamples(bad_samples, root, "cases")
+    cases = [bad.keep(lambda: load_case(cid, images, label, **kw)) for cid, images, label in found]
+    bad.report(len(found))
+    return [case for case in cases if case is not None]
 
 
-def load_synapse_cases(folder: Path) -> list[VolumeCase]:
-    """TransUNet's Synapse test volumes ``*.npy.h5`` (``image`` and ``label`` [Z, H, W], already in [0, 1])."""
-    try:
-        import h5py
-    except ImportError as err:  # an optional extra
-        raise UserInputError("reading Synapse .h5 volumes needs h5py: pip install 'densevit[h5]'") from err
-    cases = []
-    for path in sorted(Path(folder).glob("*.h5")):
-        with h5py.File(path, "r") as f:
-            image = np.asarray(f["image"], dtype=np.float32).transpose(1, 2, 0)[None]
-            label = np.asarray(f["label"]).astype(np.int64).transpose(1, 2, 0)
-        cases.append(VolumeCase(path.name.split(".")[0], image, label, np.eye(4), (1.0, 1.0, 1.0), (path,), path))
-    if not cases:
+def _synapse_case(path: Path, num_classes: int | None, ignore_index: int | None, in_chans: int | None) -> VolumeCase:
+    if not model_takes(1, in_chans):
+        raise UserInputError(f"{path}: 1 image channel but the model takes {in_chans} (model.kwargs.in_chans)")
+    image, label = read_synapse_h5(path, num_classes, ignore_index)
+    return VolumeCase(path.name.split(".")[0], image.transpose(1, 2, 0)[None], label.transpose(1, 2, 0),
+                      np.eye(4), (1.0, 1.0, 1.0), (path,), path)
+
+
+def load_synapse_cases(folder: Path, num_classes: int | None = None, ignore_index: int | None = None,
+                       bad_samples: BadSamplesPolicy = "raise", in_chans: int | None = None) -> list[VolumeCase]:
+    """TransUNet's Synapse test volumes ``*.npy.h5`` (``image`` and ``label`` [Z, H, W], already in [0, 1]);
+    bad files raise or are dropped as :func:`load_nifti_cases` says."""
+    paths = sorted(Path(folder).glob("*.h5"))
+    if not paths:
         raise UserInputError(f"{folder}: no Synapse *.npy.h5 volumes")
-    return cases
+    bad = BadSamples(bad_samples, folder, "volumes")
+    cases = [bad.keep(lambda: _synapse_case(path, num_classes, ignore_index, in_chans)) for path in paths]
+    bad.report(len(paths))
+    return [case for case in cases if case is not None]
 
 
 # ----------------------------------------------------------------------------- datasets
@@ -246,23 +266,33 @@ class SliceDataset(Augmented, Dataset):
 
 
 class SynapseSliceDataset(Augmented, Dataset):
-    """TransUNet's ``train_npz/*.npz`` slices (``image`` [H,W] in [0,1], ``label`` [H,W]), read lazily."""
+    """TransUNet's ``train_npz/*.npz`` slices (``image`` [H,W] in [0,1], ``label`` [H,W]), read lazily.
 
-    def __init__(self, folder: Path, transform: SliceTransform) -> None:
-        self.files = sorted(Path(folder).glob("*.npz"))
-        if not self.files:
+    Opening checks every file's arrays from their headers (``image`` and ``label``, of one 2D
+    shape), raising or dropping bad files as ``bad_samples`` says; the values (finite image,
+    labels that are classes or ``ignore_index``) are checked as each slice is read, an error
+    naming the file.
+    """
+
+    def __init__(self, folder: Path, transform: SliceTransform, num_classes: int | None = None,
+                 ignore_index: int | None = None, bad_samples: BadSamplesPolicy = "raise") -> None:
+        files = sorted(Path(folder).glob("*.npz"))
+        if not files:
             raise UserInputError(f"{folder}: no Synapse .npz slices")
+        bad = BadSamples(bad_samples, folder, "slices")
+        self.files = [path for path in files if bad.keep(lambda: check_synapse_npz(path) or True)]
+        bad.report(len(files))
         self.transform = transform
+        self.num_classes = num_classes
+        self.ignore_index = ignore_index
 
     def __len__(self) -> int:
         return len(self.files)
 
     def __getitem__(self, i: int) -> dict[str, torch.Tensor]:
         self.seed_sample(i)
-        with np.load(self.files[i]) as data:
-            image = data["image"].astype(np.float32)[..., None]
-            label = data["label"].astype(np.int64)
-        image, mask = self.transform(image, label)
+        image, label = read_synapse_npz(self.files[i], self.num_classes, self.ignore_index)
+        image, mask = self.transform(image[..., None], label)
         return {"image": image, "mask": mask}
 
 

@@ -4,7 +4,15 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Literal
 
+from densevit.config_checks import (
+    at_least,
+    fraction,
+    non_negative,
+    positive_size,
+    probability,
+)
 from densevit.data.det_transforms import DETR_SCALES
+from densevit.errors import ConfigError
 
 
 @dataclass
@@ -15,7 +23,9 @@ class DetectionDataConfig:
     train_annotations: str = ""
     val_images: str = ""
     val_annotations: str = ""
-    bad_annotations: Literal["drop", "error"] = "drop"
+    # a bad annotation or image record: raise (stop, naming the file, record and field) or drop
+    # (leave them out with one warning); "error" is the older name of "raise"
+    bad_annotations: Literal["raise", "drop", "error"] = "raise"
     train_scales: list[int] = field(default_factory=lambda: list(DETR_SCALES))
     max_size: int = 1333
     crop: bool = True
@@ -35,6 +45,22 @@ class DetectionDataConfig:
     # Used when the annotation files are not at hand (e.g. predicting on another machine).
     class_names: list[str] = field(default_factory=list)
     category_ids: list[int] = field(default_factory=list)
+
+    def check(self) -> None:
+        """Range checks (the config loader calls it and names the file)."""
+        probability(self.hflip, "data.hflip")
+        positive_size(self.train_scales, "data.train_scales")
+        for key in ("max_size", "val_size", "input_size"):
+            positive_size(getattr(self, key), f"data.{key}")
+        positive_size(self.crop_resize_scales, "data.crop_resize_scales")
+        positive_size(list(self.crop_size), "data.crop_size")
+        if len(self.crop_size) != 2 or self.crop_size[0] > self.crop_size[1]:
+            raise ConfigError(f"data.crop_size: expected [min, max] with min <= max, got {list(self.crop_size)}")
+        if self.batch_scales:
+            positive_size(self.batch_scales, "data.batch_scales")
+        at_least(self.size_divisor, "data.size_divisor", 1)
+        at_least(self.max_detections, "data.max_detections", 1)
+        at_least(self.augment_stop_epoch, "data.augment_stop_epoch", -1)
 
 
 @dataclass
@@ -62,3 +88,12 @@ class DetectionLossConfig:
     criterion: Literal["auto", "detr", "rtdetr"] = "auto"  # auto: rtdetr for RT-DETR models
     weight_vfl: float = 1.0
     vfl_alpha: float = 0.75
+
+    def check(self) -> None:
+        """Range checks (the config loader calls it and names the file)."""
+        for key in ("cost_class", "cost_bbox", "cost_giou", "weight_class", "weight_bbox", "weight_giou",
+                    "weight_vfl", "focal_gamma"):
+            non_negative(getattr(self, key), f"loss.{key}")
+        fraction(self.eos_coef, "loss.eos_coef")
+        probability(self.focal_alpha, "loss.focal_alpha")
+        probability(self.vfl_alpha, "loss.vfl_alpha")

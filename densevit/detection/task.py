@@ -29,7 +29,8 @@ from densevit.detection.matcher import HungarianMatcher
 from densevit.detection.postprocess import PostProcess
 from densevit.detection.rtdetr_criterion import RTDETRCriterion
 from densevit.engine.task import TASKS, Task
-from densevit.errors import ConfigError
+from densevit.errors import ConfigError, UserInputError
+from densevit.model_checks import check_registered_model
 
 
 class DetectionEvaluator:
@@ -39,10 +40,10 @@ class DetectionEvaluator:
     91-class COCO head) are left out, as pycocotools ignores categories it has no ground truth for.
     """
 
-    def __init__(self, annotation_file: str, category_ids: list[int]) -> None:
+    def __init__(self, ground_truth: str | dict[str, Any], category_ids: list[int]) -> None:
         from densevit.evaluation.coco import COCOEvaluator, GroundTruth
 
-        gt = GroundTruth(annotation_file, ("bbox",))  # read and checked once
+        gt = GroundTruth(ground_truth, ("bbox",))  # an annotation file, or the validation set's (checked) data
         known = {category_id for category_id, _ in gt.categories}
         self.mapping = {label: cid for label, cid in enumerate(category_ids) if cid in known}
         self.coco = COCOEvaluator(gt, iou_types=("bbox",), label_to_category_id=self.mapping)
@@ -70,6 +71,10 @@ class DetectionTask(Task):
     name = "detection"
     data_config = DetectionDataConfig
     loss_config = DetectionLossConfig
+
+    @classmethod
+    def check_config(cls, cfg: Any) -> None:
+        check_registered_model(cfg.model, 0, "0 (count the categories of the data) or a positive number")
 
     @classmethod
     def upgrade_config(cls, data: dict[str, Any], where: str) -> dict[str, Any]:
@@ -193,12 +198,28 @@ class DetectionTask(Task):
         else:
             augment = train_transforms(data.train_scales, data.max_size, data.crop_resize_scales, data.crop_size,
                                        data.crop, data.hflip)
-        train = CocoDetection(data.train_images, data.train_annotations, augment, data.bad_annotations)
-        val = None
-        if data.val_annotations:
-            val = CocoDetection(data.val_images or data.train_images, data.val_annotations,
-                                self.eval_transforms(), data.bad_annotations)
-        return train, val
+        train = CocoDetection(data.train_images, data.train_annotations, augment, data.bad_annotations,
+                              self.num_classes, self._label_categories())
+        return train, self.build_val_dataset()
+
+    def build_val_dataset(self) -> Dataset | None:
+        data = self.cfg.data
+        if not data.val_annotations:
+            return None
+        val = CocoDetection(data.val_images or data.train_images, data.val_annotations, self.eval_transforms(),
+                            data.bad_annotations, self.num_classes, self._label_categories())
+        self.val_ground_truth = val.coco.dataset  # what data.bad_annotations left: scored as loaded
+        return val
+
+    def _label_categories(self) -> list[int]:
+        """The category id of each label, checked against ``model.num_classes``: both sets number their
+        labels as the model does (``data.category_ids``, else the training file's), not by their own file."""
+        ids, data = self.categories[0], self.cfg.data
+        if len(ids) > self.num_classes:
+            source = "data.category_ids" if data.category_ids else f"{data.train_annotations}: 'categories'"
+            raise UserInputError(f"{source}: {len(ids)} categories, more than the model's {self.num_classes} "
+                                 "classes (model.num_classes)")
+        return ids
 
     def eval_transforms(self) -> Any:
         if self.pipeline == "rtdetr":
@@ -220,7 +241,8 @@ class DetectionTask(Task):
     def build_evaluator(self) -> DetectionEvaluator:
         if not self.cfg.data.val_annotations:
             raise ConfigError("data.val_annotations: required for evaluation")
-        return DetectionEvaluator(self.cfg.data.val_annotations, self.categories[0])
+        ground_truth = getattr(self, "val_ground_truth", None) or self.cfg.data.val_annotations
+        return DetectionEvaluator(ground_truth, self.categories[0])
 
 
 def _stop(epoch: int) -> int | None:

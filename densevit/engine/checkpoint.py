@@ -77,6 +77,15 @@ def model_state(checkpoint: dict[str, Any], path: str | Path) -> dict[str, torch
     return state
 
 
+def remove_partial_checkpoints(run_dir: str | Path) -> list[Path]:
+    """Delete the temporary files of checkpoint writes that were killed (SIGKILL, out of memory)
+    before they were renamed into place; they can be as large as a checkpoint. Returns them."""
+    partial = [p for name in (LAST, BEST) for p in Path(run_dir).glob(f".{name}.*.tmp*")]
+    for path in partial:
+        path.unlink(missing_ok=True)
+    return partial
+
+
 def find_resume_checkpoint(run_dir: str | Path) -> Path | None:
     """The resumable checkpoint of a run directory (``last.pth``; ``best.pth`` holds weights only), or None."""
     path = Path(run_dir) / LAST

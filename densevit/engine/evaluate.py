@@ -13,6 +13,7 @@ from densevit import distributed as dist
 from densevit.config import ExperimentConfig
 from densevit.engine.build import build_task, load_model_weights
 from densevit.engine.checkpoint import load_checkpoint
+from densevit.engine.loading import input_loader, raise_failures
 from densevit.engine.runtime import (
     autocast,
     channels_last,
@@ -46,8 +47,9 @@ def evaluate_model(
     evaluator.reset()
     was_training = model.training
     model.eval()
-    with torch.no_grad():
-        for batch in loader:
+    # Shards differ in length, so processes agree on input errors once, after their loops.
+    with torch.no_grad(), dist.input_errors_shared(device):
+        for batch in raise_failures(loader):
             images, targets = task.to_device(batch, device)
             if use_channels_last:
                 images = channels_last(images)
@@ -67,7 +69,7 @@ def evaluate(cfg: ExperimentConfig, checkpoint: str | Path, device: str = "auto"
     joined = dist.init_distributed(torch_device)
     try:
         task = build_task(cfg)
-        _, val_set = task.build_datasets()
+        val_set = task.build_val_dataset()
         if val_set is None:
             raise ConfigError(f"data: task {cfg.task!r} built no validation dataset from this config")
         model = task.build_model()
@@ -77,14 +79,7 @@ def evaluate(cfg: ExperimentConfig, checkpoint: str | Path, device: str = "auto"
             model = model.to(memory_format=torch.channels_last)
 
         def make_loader(dataset: Dataset, sampler: Any, batch_size: int, drop_last: bool) -> DataLoader:
-            return DataLoader(
-                dataset,
-                batch_size=batch_size,
-                sampler=sampler,
-                drop_last=drop_last,
-                num_workers=cfg.train.num_workers,
-                collate_fn=task.collate,
-            )
+            return input_loader(dataset, sampler, batch_size, drop_last, cfg.train.num_workers, task.collate)
 
         return evaluate_model(
             task,

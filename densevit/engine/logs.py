@@ -9,6 +9,7 @@ import math
 from pathlib import Path
 from typing import Any
 
+from densevit.errors import UserInputError
 from densevit.io import atomic_path, dumps_json, write_text_atomic
 
 METRICS_FILE = "metrics.jsonl"
@@ -55,8 +56,21 @@ class RunLogger:
 
 
 def read_records(path: Path) -> list[dict[str, Any]]:
-    """The records of a ``metrics.jsonl`` file."""
-    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    """The records of a ``metrics.jsonl`` file.
+
+    A last line cut short (the run was killed while appending it) is left out; a broken line
+    anywhere else is a ``UserInputError`` naming the file and the line.
+    """
+    lines = [line for line in path.read_text().splitlines() if line.strip()]
+    records = []
+    for number, line in enumerate(lines, 1):
+        try:
+            records.append(json.loads(line))
+        except json.JSONDecodeError as err:
+            if number == len(lines):
+                break
+            raise UserInputError(f"{path}: line {number}: not a JSON record ({err.msg})") from None
+    return records
 
 
 def plot_curves(metrics_path: Path, png_path: Path) -> bool:

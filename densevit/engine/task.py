@@ -63,6 +63,11 @@ class Task(ABC):
     def build_datasets(self) -> tuple[Dataset, Dataset | None]:
         """The training and validation datasets (validation may be None)."""
 
+    def build_val_dataset(self) -> Dataset | None:
+        """The validation dataset alone (``densevit evaluate``): tasks override it so that scoring
+        does not open the training data; the default builds both."""
+        return self.build_datasets()[1]
+
     @abstractmethod
     def collate(self, samples: list[Any]) -> tuple[Any, Any]:
         """Batch a list of dataset samples into ``(images, targets)``."""
@@ -98,6 +103,13 @@ class Task(ABC):
         """A raw config mapping written for an earlier schema of this task, brought up to date
         (renamed keys); the default changes nothing. ``where`` names the source in errors."""
         return data
+
+    @classmethod
+    def check_config(cls, cfg: Any) -> None:
+        """Check the parts of a typed config that only this task can judge (its ``model``) when the
+        config is loaded, before anything is built: raise ``ConfigError("model....: ...")``. The
+        default checks nothing; tasks that build through the model registry call
+        :func:`densevit.model_checks.check_registered_model`."""
 
     def to_device(self, batch: tuple[Any, Any], device: torch.device) -> tuple[Any, Any]:
         """Move a batch to ``device`` (tensors, and tensors inside lists and dicts)."""

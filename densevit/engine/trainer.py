@@ -41,11 +41,13 @@ from densevit.engine.checkpoint import (
     LAST,
     find_resume_checkpoint,
     load_checkpoint,
+    remove_partial_checkpoints,
     resume_path,
     save_checkpoint,
 )
 from densevit.engine.ema import ModelEMA
 from densevit.engine.evaluate import evaluate_model
+from densevit.engine.loading import input_loader, raise_failures
 from densevit.engine.logs import RunLogger
 from densevit.engine.optim import build_optimizer, build_scheduler
 from densevit.engine.runtime import (
@@ -64,7 +66,7 @@ from densevit.engine.signals import StopRequest, TrainingInterrupted
 from densevit.engine.state import LoopState, capture, restore, weights_only
 from densevit.engine.task import Task
 from densevit.errors import ConfigError
-from densevit.io import plain, write_json_atomic, write_text_atomic
+from densevit.io import plain, writable_folder, write_json_atomic, write_text_atomic
 
 CONFIG_FILE = "config.yaml"
 FINAL_METRICS_FILE = "metrics.json"
@@ -94,7 +96,23 @@ class Trainer:
         self.rank, self.world = dist.rank(), dist.world_size()
         self.main = dist.is_main_process()
         self.precision = resolve_precision(tcfg.precision, self.device)
+        with dist.input_errors_shared(self.device):  # a file only one process cannot read stops all
+            self._build_parts()
+        self.train_model = self._wrap(self.model)
+        # After wrapping: DDP has given every process rank 0's weights, so all averages start equal.
+        self.ema = ModelEMA(self.model, tcfg.ema.decay, tcfg.ema.warmup) if tcfg.ema.decay > 0 else None
+        self.state = LoopState()
+        self.logger = RunLogger(self.out_dir, self.main, tensorboard=tcfg.tensorboard)
+        self.stop = StopRequest()
+        self.stop_agreed = False  # every process saw the stop request in the same step
+        self.step_lr = cfg.optim.lr
+        self.last_saved_step = -1
+
+    def _build_parts(self) -> None:
+        """Task, model, data, optimiser and schedule: everything before the first collective."""
+        cfg, tcfg = self.cfg, self.cfg.train
         tcfg.check()
+        self._make_run_dir()
         set_deterministic(cfg.deterministic)
 
         # The same seed on every process for the weights (DDP starts from rank 0's anyway, and
@@ -128,31 +146,16 @@ class Trainer:
             self.optimizer, cfg.schedule, self.total_steps, cfg.optim.lr, self.steps_per_epoch
         )
         self.scaler = grad_scaler(self.precision, self.device)
-        self.train_model = self._wrap(self.model)
-        # After wrapping: DDP has given every process rank 0's weights, so all averages start equal.
-        self.ema = ModelEMA(self.model, tcfg.ema.decay, tcfg.ema.warmup) if tcfg.ema.decay > 0 else None
-        self.state = LoopState()
-        self.logger = RunLogger(self.out_dir, self.main, tensorboard=tcfg.tensorboard)
-        self.stop = StopRequest()
-        self.stop_agreed = False  # every process saw the stop request in the same step
-        self.step_lr = cfg.optim.lr
-        self.last_saved_step = -1
 
-    # ------------------------------------------------------------------ set-up helpers
+    def _make_run_dir(self) -> None:
+        """Create the run directory (main process) before anything is computed, or say why it cannot be."""
+        if self.main:
+            writable_folder(self.out_dir, "run directory")
+            remove_partial_checkpoints(self.out_dir)
 
     def _loader(self, dataset: Dataset, sampler: Any, batch_size: int, drop_last: bool) -> DataLoader:
-        # A loader-owned generator: creating an iterator draws worker seeds from it rather
-        # than from the global RNG, whose state must only move with training itself.
-        return DataLoader(
-            dataset,
-            batch_size=batch_size,
-            sampler=sampler,
-            drop_last=drop_last,
-            num_workers=self.cfg.train.num_workers,
-            collate_fn=self.task.collate,
-            pin_memory=self.device.type == "cuda",
-            generator=torch.Generator(),
-        )
+        return input_loader(dataset, sampler, batch_size, drop_last, self.cfg.train.num_workers, self.task.collate,
+                            pin_memory=self.device.type == "cuda")
 
     def _wrap(self, model: nn.Module) -> nn.Module:
         wrapped = model
@@ -204,11 +207,11 @@ class Trainer:
     def fit(self, resume: str | Path | None = None) -> dict[str, Any]:
         """Train to the end (or to a signal) and return the final validation metrics."""
         if self.main:
-            self.out_dir.mkdir(parents=True, exist_ok=True)
             write_text_atomic(self.out_dir / CONFIG_FILE, yaml.safe_dump(self.cfg.to_dict(), sort_keys=False))
         path = resume_path(resume, self.out_dir, self._print)
         if path is not None:
-            self.resume(path)
+            with dist.input_errors_shared(self.device):  # each process reads the checkpoint itself
+                self.resume(path)
             self._print(f"resumed from {path} at step {self.state.step}/{self.total_steps} (epoch {self.state.epoch})")
         bar = tqdm(
             total=self.total_steps,
@@ -266,12 +269,13 @@ class Trainer:
             return  # a resumed run whose checkpoint closed this epoch's last step: nothing left
         # Before the iterator exists: loader workers take their copy of the dataset then.
         start_epoch(self.train_set, self.task, self.state.epoch, epoch_seed)
-        batches = itertools.islice(iter(self.train_loader), remaining_micro)
+        batches = raise_failures(itertools.islice(iter(self.train_loader), remaining_micro))
         self.train_model.train()
         window: dict[str, list[float]] = {}
         started = time.perf_counter()
         while True:
-            chunk = list(itertools.islice(batches, accumulate))
+            with dist.input_errors_shared(self.device):  # a bad sample on one process stops all
+                chunk = list(itertools.islice(batches, accumulate))
             if len(chunk) < accumulate:
                 return
             terms = self.train_step(chunk)

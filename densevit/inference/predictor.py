@@ -22,6 +22,7 @@ from densevit.engine.runtime import autocast, resolve_device, resolve_precision
 from densevit.engine.task import Task
 from densevit.errors import UserInputError
 from densevit.inference.options import PredictOptions
+from densevit.io import writable_folder
 from densevit.registry import Registry
 
 Runner = Callable[["Predictor", list[Path], Path], dict[str, Any]]
@@ -74,9 +75,5 @@ class Predictor:
         name = getattr(self.task, "name", type(self.task).__name__)
         if name not in RUNNERS:
             raise UserInputError(f"task {name!r} has no predictor (known: {', '.join(RUNNERS.names())})")
-        out_dir = Path(out_dir)
-        try:
-            out_dir.mkdir(parents=True, exist_ok=True)
-        except OSError as err:
-            raise UserInputError(f"--out: cannot create the folder {out_dir} ({err.strerror or err})") from None
+        out_dir = writable_folder(out_dir, "--out folder")
         return RUNNERS.get(name)(self, [Path(p) for p in inputs], out_dir)

@@ -14,12 +14,20 @@ import dataclasses
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
+from densevit.config_checks import (
+    at_least,
+    non_negative,
+    positive,
+    positive_size,
+    probability,
+)
 from densevit.errors import ConfigError
 from densevit.tasks import TASKS
 
 IMAGE_KINDS = ("camvid", "cityscapes", "ade20k", "images")
 VOLUME_KINDS = ("nifti", "synapse", "phantoms")
 Augment = Literal["medical", "street", "none"]
+BadSamples = Literal["raise", "drop"]
 
 
 @dataclass
@@ -60,6 +68,24 @@ class ImageDataConfig:
     augment: Augment = "street"
     scale_range: tuple[float, float] = (0.5, 2.0)  # street random rescale
     rotate: float = 20.0  # medical random rotation, degrees
+    # A malformed file (unreadable, wrong size or channels, label values that are not classes):
+    # raise: stop with one error naming it; drop: leave it out, with one warning counting them.
+    # Checked when the data is opened (label values: splits of up to 1000 label maps; larger
+    # splits as each map is read, and an error there always stops the run).
+    bad_samples: BadSamples = "raise"
+
+    def check(self) -> None:
+        _check_common(self)
+        at_least(self.size_divisor, "data.size_divisor", 1)
+        non_negative(self.eval_overlap, "data.eval_overlap")
+        if not self.eval_overlap < 1:
+            raise ConfigError(f"data.eval_overlap: expected a value in [0, 1), got {self.eval_overlap!r}")
+        for i, size in enumerate(self.spacing):
+            positive(size, f"data.spacing[{i}]")
+        top = 65535 if self.kind == "images" else 255
+        for i, value in enumerate(self.void_labels):
+            if not 0 <= value <= top:
+                raise ConfigError(f"data.void_labels[{i}]: expected a label-file value in 0..{top}, got {value!r}")
 
 
 @dataclass
@@ -87,6 +113,32 @@ class VolumeDataConfig:
     phantom_cases: int = 12  # phantoms: generated training cases
     phantom_val_cases: int = 3
     phantom_shape: tuple[int, int, int] = (64, 64, 24)
+    # A malformed case (unreadable file, NaN voxels, shapes or channels that do not match, label
+    # values that are not classes): raise: stop with one error naming the file; drop: leave the
+    # case out, with one warning counting them. Cases are read and checked when the data is
+    # opened; Synapse .npz slices are checked for their arrays then and for their values as
+    # each is read (an error there always stops the run).
+    bad_samples: BadSamples = "raise"
+
+    def check(self) -> None:
+        _check_common(self)
+        probability(self.keep_empty_slices, "data.keep_empty_slices")
+        if not self.ct_window[0] < self.ct_window[1]:
+            raise ConfigError(f"data.ct_window: expected [low, high] with low < high, got {list(self.ct_window)}")
+        at_least(self.phantom_cases, "data.phantom_cases", 1)
+        non_negative(self.phantom_val_cases, "data.phantom_val_cases")
+        positive_size(self.phantom_shape, "data.phantom_shape")
+
+
+def _check_common(data: ImageDataConfig | VolumeDataConfig) -> None:
+    """The keys both data sections have."""
+    positive_size(data.crop_size, "data.crop_size")
+    at_least(data.eval_chunk, "data.eval_chunk", 1)
+    for i, scale in enumerate(data.scale_range):
+        positive(scale, f"data.scale_range[{i}]")
+    if data.scale_range[0] > data.scale_range[1]:
+        raise ConfigError(f"data.scale_range: expected [low, high] with low <= high, got {list(data.scale_range)}")
+    non_negative(data.rotate, "data.rotate")
 
 
 @dataclass
@@ -96,6 +148,14 @@ class SegmentationLossConfig:
     ce_weight: float = 0.5
     dice_weight: float = 0.5
     class_weights: list[float] = field(default_factory=list)
+
+    def check(self) -> None:
+        non_negative(self.ce_weight, "loss.ce_weight")
+        non_negative(self.dice_weight, "loss.dice_weight")
+        if self.ce_weight == 0 and self.dice_weight == 0:
+            raise ConfigError("loss.ce_weight / loss.dice_weight: expected at least one above 0, got both 0")
+        for i, weight in enumerate(self.class_weights):
+            non_negative(weight, f"loss.class_weights[{i}]")
 
 
 @TASKS.register("segmentation")

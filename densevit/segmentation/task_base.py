@@ -8,7 +8,8 @@ from torch import nn
 from densevit.data import seg_transforms as T
 from densevit.data.label_maps import default_palette
 from densevit.engine.task import Task
-from densevit.errors import UserInputError
+from densevit.errors import ConfigError, UserInputError
+from densevit.model_checks import check_registered_model
 from densevit.models import create_model
 from densevit.segmentation.config import SegmentationLossConfig
 from densevit.segmentation.losses import CEDiceLoss
@@ -27,10 +28,26 @@ class SegmentationTaskBase(Task):
     def num_classes(self) -> int:
         return self.cfg.model.num_classes
 
+    def in_chans(self) -> int:
+        """The image channels the model takes (``model.kwargs.in_chans``; 3 unless set)."""
+        return int(self.cfg.model.kwargs.get("in_chans", 3))
+
+    @classmethod
+    def check_config(cls, cfg: Any) -> None:
+        """The model, and the data and loss settings that depend on ``model.num_classes``."""
+        check_registered_model(cfg.model, 2, "at least 2 (background included)")
+        k, d = cfg.model.num_classes, cfg.data
+        if 0 <= d.ignore_index < k:
+            raise ConfigError(f"data.ignore_index: expected a value outside the classes 0..{k - 1} "
+                              f"(model.num_classes: {k}; 255 is usual), got {d.ignore_index}")
+        if d.class_names and len(d.class_names) != k:
+            raise ConfigError(f"data.class_names: expected {k} names (model.num_classes), got {len(d.class_names)}")
+        weights = cfg.loss.class_weights
+        if weights and len(weights) != k:
+            raise ConfigError(f"loss.class_weights: expected {k} weights (model.num_classes), got {len(weights)}")
+
     def build_model(self) -> nn.Module:
         model_cfg = self.cfg.model
-        if model_cfg.num_classes < 2:
-            raise UserInputError(f"model.num_classes: expected at least 2 (background included), got {model_cfg.num_classes}")
         model = create_model(model_cfg.name, num_classes=model_cfg.num_classes, **model_cfg.kwargs)
         divisor = getattr(model, "size_divisor", 1)
         if any(side % divisor for side in self.data.crop_size):

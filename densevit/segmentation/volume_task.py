@@ -17,10 +17,12 @@ from densevit.data.volumes import (
     CaseDataset,
     SliceDataset,
     SynapseSliceDataset,
+    VolumeCase,
     load_nifti_cases,
     load_synapse_cases,
+    model_takes,
 )
-from densevit.errors import UserInputError
+from densevit.errors import ConfigError, UserInputError
 from densevit.segmentation.config import VolumeDataConfig
 from densevit.segmentation.evaluators import VolumeEvaluator
 from densevit.segmentation.inferer import segment_volume
@@ -36,16 +38,21 @@ class VolumeSegmentationTask(SegmentationTaskBase):
     data_config = VolumeDataConfig
 
     def build_datasets(self) -> tuple[Dataset, Dataset | None]:
+        """Every case is read and checked here, before training starts (see :meth:`checks`)."""
         d = self.data
         transform = self.train_transform()
+        checks = self.checks()
         if d.kind == "synapse":
-            train = SynapseSliceDataset(_required(d.train_root, "data.train_root"), transform)
-            val = CaseDataset(load_synapse_cases(Path(d.val_root))) if d.val_root else None
+            if not model_takes(1, checks["in_chans"]):
+                raise ConfigError(f"model.kwargs.in_chans: Synapse slices have 1 channel, got {checks['in_chans']}")
+            train = SynapseSliceDataset(_required(d.train_root, "data.train_root"), transform, self.num_classes,
+                                        d.ignore_index, d.bad_samples)
+            val = CaseDataset(load_synapse_cases(Path(d.val_root), **checks)) if d.val_root else None
             return train, val
         train_root, val_root = self._roots()
-        train = SliceDataset(load_nifti_cases(train_root, **self.reading()), transform, d.keep_empty_slices,
-                             self.cfg.seed)
-        val = CaseDataset(load_nifti_cases(val_root, **self.reading())) if val_root else None
+        train = SliceDataset(load_nifti_cases(train_root, **self.reading(), **checks), transform,
+                             d.keep_empty_slices, self.cfg.seed)
+        val = CaseDataset(_labelled(load_nifti_cases(val_root, **self.reading(), **checks))) if val_root else None
         return train, val
 
     def reading(self) -> dict[str, Any]:
@@ -53,6 +60,14 @@ class VolumeSegmentationTask(SegmentationTaskBase):
         d = self.data
         return dict(modalities=d.modalities, label_name=d.label_name, normalisation=d.normalisation,
                     ct_window=d.ct_window)
+
+    def checks(self) -> dict[str, Any]:
+        """What every case is checked against as it is read: label values are classes or
+        ``data.ignore_index``, image channels are what the model takes; ``data.bad_samples``
+        says whether a bad case stops the run or is dropped."""
+        d = self.data
+        return dict(num_classes=self.num_classes, ignore_index=d.ignore_index, in_chans=self.in_chans(),
+                    bad_samples=d.bad_samples)
 
     def validation_root(self) -> Path | None:
         """The folder of validation cases, when the config names one and it exists (nothing is generated)."""
@@ -98,6 +113,14 @@ class VolumeSegmentationTask(SegmentationTaskBase):
 
             return list(PHANTOM_CLASSES)
         return []
+
+
+def _labelled(cases: list[VolumeCase]) -> list[VolumeCase]:
+    """Validation cases, each with its label volume (scores need one): else an error before training."""
+    for case in cases:
+        if case.label is None:
+            raise UserInputError(f"{case.image_paths[0]}: validation case {case.case_id} has no label file")
+    return cases
 
 
 def _required(value: str, key: str) -> str:

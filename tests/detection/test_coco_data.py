@@ -83,12 +83,15 @@ BAD = [
 def test_bad_annotation_is_dropped_with_a_counted_warning_or_raised(tmp_path, bad, reason):
     good = {"id": 1, "image_id": 7, "category_id": 11, "bbox": [10, 10, 20, 20]}
     path = _write_set(tmp_path, [good, bad])
-    with pytest.warns(UserWarning, match=rf"dropped 1 bad .*annotation id {bad['id']}.*{reason}"):
-        dataset = CocoDetection(tmp_path / "img", path, val_transforms(48, 64))
+    with pytest.warns(UserWarning, match=rf"dropped 1 bad .*annotations\[1\] \(annotation id {bad['id']}.*{reason}"):
+        dataset = CocoDetection(tmp_path / "img", path, val_transforms(48, 64), bad_annotations="drop")
     _, target = dataset[0]
     assert target["labels"].tolist() == [1]  # category 11 is the second class
-    with pytest.raises(UserInputError, match=rf"instances.json: .*annotation id {bad['id']}.*{reason}"):
-        CocoDetection(tmp_path / "img", path, val_transforms(48, 64), bad_annotations="error")
+    for policy in ("raise", "error"):  # "error": the older name
+        with pytest.raises(UserInputError, match=rf"instances.json: annotations\[1\] \(annotation id {bad['id']}.*{reason}"):
+            CocoDetection(tmp_path / "img", path, val_transforms(48, 64), bad_annotations=policy)
+    with pytest.raises(UserInputError, match=rf"annotation id {bad['id']}.*{reason}"):
+        CocoDetection(tmp_path / "img", path, val_transforms(48, 64))  # raise is the default
 
 
 def test_missing_image_file_and_crowd_boxes(tmp_path):
@@ -97,8 +100,8 @@ def test_missing_image_file_and_crowd_boxes(tmp_path):
     anns = [{"id": 1, "image_id": 7, "category_id": 3, "bbox": [1, 1, 10, 10]},
             {"id": 2, "image_id": 7, "category_id": 3, "bbox": [20, 20, 10, 10], "iscrowd": 1}]
     path = _write_set(tmp_path, anns, images)
-    with pytest.warns(UserWarning, match=r"image id 8: file .*gone.jpg not found"):
-        dataset = CocoDetection(tmp_path / "img", path, val_transforms(48, 64))
+    with pytest.warns(UserWarning, match=r"images\[1\] \(image id 8\): 'file_name': image file .*gone.jpg not found"):
+        dataset = CocoDetection(tmp_path / "img", path, val_transforms(48, 64), bad_annotations="drop")
     assert len(dataset) == 1
     assert len(dataset[0][1]["boxes"]) == 1  # the crowd box is not a training target
 
