@@ -15,7 +15,6 @@ from __future__ import annotations
 import difflib
 import fnmatch
 import importlib
-from importlib.metadata import entry_points
 from typing import Any, Callable, Iterator, TypeVar
 
 from densevit.errors import UserInputError
@@ -56,6 +55,9 @@ class Registry:
         """Import the modules of the entry-point group once (they register on import)."""
         if self._plugins_loaded:
             return
+        # importlib.metadata takes tens of milliseconds: imported when a name is first looked up
+        from importlib.metadata import entry_points
+
         self._plugins_loaded = True
         found = entry_points(group=self.plugin_group)
         if not found:

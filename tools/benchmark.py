@@ -2,7 +2,8 @@
 """Run one benchmark section: ``python tools/benchmark.py eval|train|detect [--out FILE] ...``.
 
 Each section prints its figures, the baseline measured in the same run and their ratio,
-and writes them as JSON (default ``bench_out/<section>.json``).
+and writes them as JSON (default ``bench_out/<section>.json``, or the name the section's
+``default_out(args)`` gives: ``eval --end-to-end`` writes ``bench_out/eval_end_to_end.json``).
 """
 from __future__ import annotations
 
@@ -21,10 +22,13 @@ def main(argv: list[str] | None = None) -> int:
     for name in SECTIONS:
         module = importlib.import_module(f"densevit.bench.{name}")
         section = sub.add_parser(name, help=(module.__doc__ or "").strip().splitlines()[0])
-        section.add_argument("--out", type=Path, default=Path("bench_out") / f"{name}.json")
+        section.add_argument("--out", type=Path, default=None, help=f"JSON file (default bench_out/{name}.json)")
         module.add_arguments(section)
         section.set_defaults(module=module)
     args = parser.parse_args(argv)
+    if args.out is None:
+        default_out = getattr(args.module, "default_out", lambda _: args.section)
+        args.out = Path("bench_out") / f"{default_out(args)}.json"
     figures = args.module.run(args)
     # After the run: a section may set its own thread count, and the record should say so.
     results = {"section": args.section, **figures, "environment": environment()}

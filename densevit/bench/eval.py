@@ -10,6 +10,14 @@ Three measurements, each on generated data, each timed against its baseline in t
   convention) vs medpy's ``dc``/``hd95`` on the full volume per organ, as TransUNet calls them.
 
 Each asserts that both sides give the same numbers. ``--quick`` shrinks every size.
+
+``--end-to-end`` measures the command line instead, as a process on files, against the
+reference tools as plain scripts on the same files (wall clock and peak resident memory of
+each process; the numbers must agree): ``densevit score coco`` against pycocotools and
+faster-coco-eval (:mod:`densevit.bench.end_to_end_coco`), ``densevit score medical`` against
+medpy (:mod:`densevit.bench.end_to_end_medical`), and start-up (:func:`run_startup_end_to_end`):
+``densevit --version`` against a bare interpreter and ``densevit score coco`` on 100 images
+against a pycocotools script. It prints a markdown table of all cases, also in the JSON.
 """
 from __future__ import annotations
 
@@ -17,13 +25,18 @@ import argparse
 import contextlib
 import copy
 import io
+import json
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 from scipy import ndimage
 
-from densevit.bench import timed
+from densevit.bench import run_process, timed
 from densevit.evaluation.coco import STAT_NAMES, COCOEvaluator
 from densevit.evaluation.coco_gt import faster_coco_eval_available
 from densevit.evaluation.medical import MedicalEvaluator
@@ -33,7 +46,12 @@ PARTS = ("coco", "miou", "hd95")
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--parts", nargs="+", choices=PARTS, default=list(PARTS), help="what to measure")
+    parser.add_argument("--parts", nargs="+", choices=PARTS, default=None,
+                        help="what to measure in process (default: all of them, none with --end-to-end)")
+    parser.add_argument("--end-to-end", action="store_true",
+                        help="the command line as a process against the reference tools' scripts, on files")
+    parser.add_argument("--workdir", type=Path, default=None,
+                        help="where --end-to-end writes its files and logs (default: a temporary folder)")
     parser.add_argument("--quick", action="store_true", help="small sizes, for a smoke run")
     parser.add_argument("--threads", type=int, default=1, help="torch.set_num_threads (default 1)")
     parser.add_argument("--seed", type=int, default=0)
@@ -48,13 +66,22 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         "volume_shape": (128, 128, 40) if args.quick else (512, 512, 150),
     }
     measurements = {"coco": bench_coco, "miou": bench_miou, "hd95": bench_hd95}
+    parts = args.parts if args.parts is not None else ([] if args.end_to_end else list(PARTS))
     out: dict[str, Any] = {"settings": {"threads": args.threads, "quick": args.quick, "seed": args.seed,
+                                        "parts": parts, "end_to_end": args.end_to_end,
                                         **{k: list(v) if isinstance(v, tuple) else v for k, v in sizes.items()}}}
-    for part in args.parts:
+    for part in parts:
         out[part] = measurements[part](sizes, np.random.default_rng(args.seed))
         print(f"{part}: ours {out[part]['ours_s']:.2f} s, baseline {out[part]['baseline_s']:.2f} s, "
               f"x{out[part]['ratio']:.1f}", flush=True)
+    if args.end_to_end:
+        out["end_to_end"] = end_to_end(args.workdir, args.quick)
     return out
+
+
+def default_out(args: argparse.Namespace) -> str:
+    """The JSON's name under ``bench_out/`` (tools/benchmark.py): the end-to-end figures apart."""
+    return "eval_end_to_end" if args.end_to_end and not args.parts else "eval"
 
 
 def _figures(ours_s: float, baseline_s: float, **details: Any) -> dict[str, Any]:
@@ -250,3 +277,133 @@ def bench_hd95(sizes: dict, rng: np.random.Generator) -> dict[str, Any]:
     assert ours_scores == baseline_scores, f"HD95/Dice differ: {ours_scores} vs {baseline_scores}"
     return _figures(ours_s, baseline_s, shape=list(gt.shape), organs=8,
                     dice=[d for d, _ in ours_scores], hd95=[h for _, h in ours_scores])
+
+
+# ----------------------------------------------------------------------------- end to end
+STARTUP_IMAGES = 100
+
+# The plain script a user would write instead of ``densevit score coco GT DT --out F`` (bbox).
+PYCOCOTOOLS_SCRIPT = """
+import json, sys
+from pycocotools.coco import COCO
+from pycocotools.cocoeval import COCOeval
+gt = COCO(sys.argv[1])
+evaluator = COCOeval(gt, gt.loadRes(sys.argv[2]), "bbox")
+evaluator.evaluate()
+evaluator.accumulate()
+evaluator.summarize()
+with open(sys.argv[3], "w") as out:
+    json.dump([float(s) for s in evaluator.stats[:12]], out)
+"""
+
+# Which of PyTorch, torchvision and timm a ``densevit`` command imports (it should import none).
+HEAVY_IMPORTS = """
+import sys
+from densevit.cli import main
+main(sys.argv[1:])
+print(sorted({m.split(".")[0] for m in sys.modules} & {"torch", "torchvision", "timm"}))
+"""
+
+
+def end_to_end(workdir: Path | None, quick: bool) -> dict[str, Any]:
+    """The start-up, COCO and medical end-to-end measurements (module docstring), each in its own
+    folder under ``workdir``, with one table of all their cases."""
+    from densevit.bench.end_to_end_coco import run_coco_end_to_end
+    from densevit.bench.end_to_end_medical import run_medical_end_to_end
+
+    measurements = {"startup": run_startup_end_to_end, "coco": run_coco_end_to_end,
+                    "medical": run_medical_end_to_end}
+    out: dict[str, Any] = {}
+    with tempfile.TemporaryDirectory(prefix="densevit-end-to-end-") as temporary:
+        root = workdir if workdir is not None else Path(temporary)
+        for name, measure in measurements.items():
+            folder = root / name
+            folder.mkdir(parents=True, exist_ok=True)
+            print(f"end to end: {name}", flush=True)
+            out[name] = measure(folder, quick)
+    out["rows"] = [row for name in measurements for row in table_rows(out[name], name)]
+    out["table"] = markdown_table(out["rows"])
+    print(out["table"], flush=True)
+    return out
+
+
+def densevit_command() -> list[str]:
+    """The ``densevit`` console script installed beside this interpreter (else ``python -m densevit``)."""
+    script = Path(sys.executable).with_name("densevit")
+    return [str(script)] if script.is_file() else [sys.executable, "-m", "densevit"]
+
+
+def best_of(repeats: int, command: list[str], log: Path) -> dict[str, float]:
+    """The fastest of ``repeats`` runs (start-up is noisy), with the largest peak memory seen."""
+    runs = [run_process(command, log) for _ in range(repeats)]
+    return {"seconds": min(r["seconds"] for r in runs), "peak_rss_mb": max(r["peak_rss_mb"] for r in runs),
+            "runs": len(runs)}
+
+
+def case_row(case: str, reference: str, theirs: dict[str, float], ours: dict[str, float]) -> dict[str, Any]:
+    """One row of the table: the reference's and densevit's seconds, their ratio (reference / densevit:
+    above 1, densevit is faster) and both peak memories."""
+    return {"case": case, "reference": reference, "reference_s": theirs["seconds"], "densevit_s": ours["seconds"],
+            "ratio": theirs["seconds"] / ours["seconds"], "densevit_peak_rss_mb": ours["peak_rss_mb"],
+            "reference_peak_rss_mb": theirs["peak_rss_mb"]}
+
+
+def run_startup_end_to_end(workdir: Path, quick: bool) -> dict[str, Any]:
+    """``densevit --version`` against a bare interpreter, and ``densevit score coco`` on 100 images
+    (bbox) against a plain pycocotools script on the same two files; best of 5 runs each (2 with
+    ``quick``). The 12 stats must agree, and ``densevit score coco`` must not import PyTorch."""
+    gt, predictions, category_ids = coco_set(STARTUP_IMAGES, np.random.default_rng(0))
+    gt_path, dt_path, script = workdir / "gt.json", workdir / "bbox.json", workdir / "pycocotools_bbox.py"
+    gt_path.write_text(json.dumps(gt))
+    dt_path.write_text(json.dumps(as_results(predictions, category_ids)))
+    script.write_text(PYCOCOTOOLS_SCRIPT)
+    ours_json, theirs_json = workdir / "densevit_stats.json", workdir / "pycocotools_stats.json"
+    score = ["score", "coco", gt_path, dt_path]
+    cases = [
+        ("densevit --version", "python -c pass", [*densevit_command(), "--version"], [sys.executable, "-c", "pass"]),
+        (f"densevit score coco ({STARTUP_IMAGES} images, bbox)", "pycocotools script",
+         [*densevit_command(), *score, "--out", ours_json], [sys.executable, script, gt_path, dt_path, theirs_json]),
+    ]
+    repeats = 2 if quick else 5
+    rows = []
+    for number, (case, reference, ours, theirs) in enumerate(cases):
+        rows.append(case_row(case, reference, best_of(repeats, theirs, workdir / f"reference_{number}.log"),
+                             best_of(repeats, ours, workdir / f"densevit_{number}.log")))
+    ours_stats = json.loads(ours_json.read_text())["bbox"]
+    difference = float(np.max(np.abs(np.array([ours_stats[k] for k in STAT_NAMES]) - json.loads(theirs_json.read_text()))))
+    assert difference <= 1e-12, f"densevit score coco differs from the pycocotools script by {difference}"
+    heavy = subprocess.run([sys.executable, "-c", HEAVY_IMPORTS, *map(str, score)], capture_output=True, text=True,
+                           check=True).stdout.strip().splitlines()[-1]
+    for row in rows:
+        print(f"  {row['case']}: {row['densevit_s']:.3f} s, {row['reference']} {row['reference_s']:.3f} s", flush=True)
+    return {"cases": rows, "images": STARTUP_IMAGES, "detections": len(predictions) * 100, "repeats": repeats,
+            "max_stat_difference": difference, "score_coco_imports": json.loads(heavy.replace("'", '"'))}
+
+
+def table_rows(result: dict[str, Any], label: str) -> list[dict[str, Any]]:
+    """The table rows of one end-to-end measurement (``label``: its name). Its ``cases`` are rows
+    already (:func:`case_row`), or cases ``{"densevit": {"seconds", "peak_rss_mb"}, TOOL: {...}}``
+    by name, under ``cases`` or at the top (COCO's ``bbox`` and ``segm``): one row per reference
+    tool of each case."""
+    cases = result.get("cases")
+    if isinstance(cases, list):
+        return list(cases)
+    if cases is None:
+        cases = {name: case for name, case in result.items()
+                 if isinstance(case, dict) and isinstance(case.get("densevit"), dict)}
+    rows = []
+    for name, case in cases.items():
+        for tool, figures in case.items():
+            if tool != "densevit" and isinstance(figures, dict) and "seconds" in figures:
+                rows.append(case_row(f"{label}: {name}", tool, figures, case["densevit"]))
+    return rows
+
+
+def markdown_table(rows: list[dict[str, Any]]) -> str:
+    """The end-to-end cases as a markdown table (ratio: reference seconds / densevit seconds)."""
+    lines = ["| case | reference | reference s | densevit s | ratio | peak RSS MB (densevit / reference) |",
+             "|---|---|---:|---:|---:|---:|"]
+    for row in rows:
+        lines.append(f"| {row['case']} | {row['reference']} | {row['reference_s']:.3f} | {row['densevit_s']:.3f} | "
+                     f"{row['ratio']:.2f} | {row['densevit_peak_rss_mb']:.0f} / {row['reference_peak_rss_mb']:.0f} |")
+    return "\n".join(lines)

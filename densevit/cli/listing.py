@@ -3,15 +3,13 @@
 ``list backbones`` prints a table of every backbone with the channels and strides of its
 feature maps and its parameter count; the backbones are built on PyTorch's ``meta`` device
 (shapes only, no memory, no initialisation), so the table appears in about a second.
+
+Both import PyTorch (in :func:`run`): the backbones are built, and the model names are
+registered by the head packages when they are imported (:mod:`densevit.registry`).
 """
 from __future__ import annotations
 
 import argparse
-
-import torch
-
-from densevit import list_models
-from densevit.backbones import create_backbone, list_backbones
 
 _KINDS = ("backbones", "models")
 
@@ -28,6 +26,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from densevit.backbones import list_backbones
+    from densevit.models import list_models
+
     if args.kind == "backbones":
         print(backbone_table(list_backbones(args.pattern)))
     else:
@@ -38,6 +39,10 @@ def run(args: argparse.Namespace) -> int:
 
 def backbone_table(names: list[str]) -> str:
     """A text table: name, channels, strides and parameters (millions) of each backbone."""
+    import torch
+
+    from densevit.backbones import create_backbone
+
     rows = [("name", "channels", "strides", "params (M)")]
     for name in names:
         with torch.device("meta"):

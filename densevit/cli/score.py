@@ -11,22 +11,27 @@
 Pairing, reading and 0/255 masks: :mod:`densevit.evaluation.files`.
 
 A readable table goes to stdout; ``--out FILE`` also writes the numbers as JSON (NaN as null).
+
+Every evaluator is imported when its kind runs, never when the parser is built: ``densevit
+--help`` pays for none of them, and no kind imports PyTorch (tests/test_cli_imports.py).
 """
 from __future__ import annotations
 
 import argparse
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from densevit.data.coco_json import read_json
-from densevit.data.pairing import (
-    LABEL_SUFFIXES,
-    PICTURE_SUFFIXES,
-    LabelPair,
-    pair_label_files,
-)
 from densevit.errors import UserInputError
-from densevit.evaluation import classification, coco, files, medical, semantic
-from densevit.io import writable_folder, write_json_atomic
+
+# The choices of the options, kept here so that building the parser imports no evaluator (and
+# no numpy, pycocotools, scipy or PyTorch); tests/test_cli_imports.py checks that they are the
+# evaluators' own (densevit.evaluation.coco.IOU_TYPES, coco_gt.BACKENDS, medical.CONVENTIONS).
+IOU_TYPES = ("bbox", "segm")
+BACKENDS = ("auto", "pycocotools", "faster_coco_eval")
+CONVENTIONS = ("standard", "transunet")
+
+if TYPE_CHECKING:
+    from densevit.data.pairing import LabelPair
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -39,11 +44,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                          description="COCO AP/AR of a results JSON against an instances JSON.")
     p.add_argument("gt", type=Path, help="ground truth (COCO instances JSON)")
     p.add_argument("dt", type=Path, help="detections (COCO results JSON: a list of detections)")
-    p.add_argument("--iou-type", nargs="+", choices=coco.IOU_TYPES, default=["bbox"],
+    p.add_argument("--iou-type", nargs="+", choices=IOU_TYPES, default=["bbox"],
                    help="bbox and/or segm (default bbox)")
     p.add_argument("--per-class", action="store_true", help="also print AP per category")
-    p.add_argument("--backend", choices=coco.BACKENDS, default="auto",
-                   help="auto (faster-coco-eval when installed), pycocotools or faster_coco_eval")
+    p.add_argument("--backend", choices=BACKENDS, default="auto",
+                   help="auto (densevit's own evaluator: pycocotools' numbers, bit for bit), pycocotools or faster_coco_eval")
     p.add_argument("--out", type=Path, help="also write the metrics as JSON")
     p.set_defaults(func=run, score=_score_coco)
 
@@ -65,7 +70,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                          "case folders pair case by case.")
     p.add_argument("gt_dir", type=Path, help="folder of ground-truth labels (flat, or one folder per case)")
     p.add_argument("pred_dir", type=Path, help="folder of predicted labels (same names and layout)")
-    p.add_argument("--convention", choices=medical.CONVENTIONS, default="standard",
+    p.add_argument("--convention", choices=CONVENTIONS, default="standard",
                    help="standard (MONAI; HD95 in mm) or transunet (TransUNet/medpy; HD95 in voxels)")
     p.add_argument("--num-classes", type=int,
                    help="labels 0..N-1 (default: from --class-names, else the largest label + 1)")
@@ -105,6 +110,8 @@ def _file_options(p: argparse.ArgumentParser, names_help: str) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from densevit.io import writable_folder, write_json_atomic
+
     if args.out is not None:
         writable_folder(args.out.parent, "--out file's folder")
     result, table = args.score(args)
@@ -116,9 +123,9 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _score_coco(args: argparse.Namespace) -> tuple[dict, str]:
-    evaluator = coco.COCOEvaluator(args.gt, iou_types=args.iou_type, backend=args.backend)
-    evaluator.add_results(read_json(args.dt), source=str(args.dt))
-    result = evaluator.compute()
+    from densevit.evaluation import coco
+
+    result = coco.score_files(args.gt, args.dt, iou_types=args.iou_type, backend=args.backend)
     if not args.per_class:
         result = {iou_type: {k: v for k, v in stats.items() if k != "per_class"}
                   for iou_type, stats in result.items()}
@@ -144,11 +151,16 @@ def _class_names(path: Path | None, num_classes: int | None) -> list[str] | None
 
 
 def _pairs(args: argparse.Namespace, suffixes: tuple[str, ...]) -> list[LabelPair]:
+    from densevit.data.pairing import pair_label_files
+
     return pair_label_files(args.gt_dir, args.pred_dir, suffixes, args.gt_endings, args.pred_endings,
                                   args.fov_dir, args.fov_endings)
 
 
 def _score_semantic(args: argparse.Namespace) -> tuple[dict, str]:
+    from densevit.data.pairing import PICTURE_SUFFIXES
+    from densevit.evaluation import files, semantic
+
     if args.num_classes < 1:
         raise UserInputError(f"--num-classes must be at least 1, got {args.num_classes}")
     names = _class_names(args.class_names, args.num_classes)
@@ -158,6 +170,9 @@ def _score_semantic(args: argparse.Namespace) -> tuple[dict, str]:
 
 
 def _score_medical(args: argparse.Namespace) -> tuple[dict, str]:
+    from densevit.data.pairing import LABEL_SUFFIXES
+    from densevit.evaluation import files, medical
+
     if args.num_classes is not None and args.num_classes < 2:
         raise UserInputError(f"--num-classes must be at least 2 (background and a class), got {args.num_classes}")
     if args.spacing is not None and min(args.spacing) <= 0:
@@ -169,5 +184,7 @@ def _score_medical(args: argparse.Namespace) -> tuple[dict, str]:
 
 
 def _score_classification(args: argparse.Namespace) -> tuple[dict, str]:
+    from densevit.evaluation import classification
+
     result = classification.score_files(args.pred, args.truth)
     return result, classification.format_table(result)

@@ -9,28 +9,68 @@ raise or to drop by its policy.
 """
 from __future__ import annotations
 
+import contextlib
+import gc
 import json
 import math
 import numbers
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
+from itertools import chain
 from pathlib import Path
 from typing import Any, Sequence
 
+import numpy as np
+
 from densevit.errors import UserInputError
 
+try:
+    import msgspec
+except ImportError:  # optional: pip install 'densevit[fast]'
+    msgspec = None
 
-def read_json(path: str | Path) -> Any:
-    """Parse a JSON file; a missing, unreadable or malformed file is a ``UserInputError`` naming it."""
+
+def read_bytes(path: str | Path) -> bytes:
+    """A file's bytes; a missing or unreadable file is a ``UserInputError`` naming it."""
     path = Path(path)
     try:
-        with path.open() as handle:
-            return json.load(handle)
+        return path.read_bytes()
     except FileNotFoundError:
         raise UserInputError(f"{path}: file not found") from None
     except OSError as err:
         raise UserInputError(f"{path}: cannot read the file ({err.strerror or err})") from None
-    except (json.JSONDecodeError, UnicodeDecodeError) as err:
-        raise UserInputError(f"{path}: malformed JSON ({err})") from None
+
+
+def read_json(path: str | Path) -> Any:
+    """Parse a JSON file; a missing, unreadable or malformed file is a ``UserInputError`` naming it.
+
+    With msgspec installed (``pip install 'densevit[fast]'``) it parses, two to three times
+    faster than ``json``; what msgspec refuses but ``json`` reads (``NaN``, ``1e999``) is read
+    by ``json``. The garbage collector is paused while the objects are built: a results file is
+    hundreds of thousands of small dicts, and the collections they would trigger find nothing.
+    """
+    raw = read_bytes(path)
+    with gc_paused():
+        if msgspec is not None:
+            try:
+                return msgspec.json.decode(raw)
+            except msgspec.MsgspecError:
+                pass
+        try:
+            return json.loads(raw)
+        except (json.JSONDecodeError, UnicodeDecodeError) as err:
+            raise UserInputError(f"{path}: malformed JSON ({err})") from None
+
+
+@contextlib.contextmanager
+def gc_paused() -> Iterator[None]:
+    """Pause the cyclic garbage collector (for work that builds many objects and frees none)."""
+    was_enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if was_enabled:
+            gc.enable()
 
 
 def is_int(value: Any) -> bool:
@@ -38,7 +78,12 @@ def is_int(value: Any) -> bool:
 
 
 def is_number(value: Any) -> bool:
-    return isinstance(value, numbers.Real) and not isinstance(value, bool) and math.isfinite(value)
+    if not isinstance(value, numbers.Real) or isinstance(value, bool):
+        return False
+    try:
+        return math.isfinite(value)
+    except OverflowError:  # an integer beyond float64
+        return False
 
 
 def xywh_problem(box: Any) -> str | None:
@@ -77,6 +122,8 @@ def check_instances(data: Any, source: str, required: Sequence[str] = ("bbox",),
         for k, image in enumerate(data["images"]):
             if not (is_int(image.get("height")) and is_int(image.get("width"))):
                 raise UserInputError(f"{source}: images[{k}] (id {image['id']}): needs integer 'height' and 'width'")
+    if _all_fine(data["annotations"], image_ids, category_ids, required, annotation_ids):
+        return []
     problems = []
     first_with_id: dict[int, int] = {}
     for k, ann in enumerate(data["annotations"]):
@@ -92,6 +139,47 @@ def check_instances(data: Any, source: str, required: Sequence[str] = ("bbox",),
         if problem:
             problems.append((k, f"annotations[{k}]{describe_annotation(ann)}: {problem}"))
     return problems
+
+
+def _all_fine(anns: list[Any], image_ids: set, category_ids: set, required: Sequence[str],
+              annotation_ids: bool) -> bool:
+    """True when no annotation has a problem, found column by column (a whole column's types at
+    once, boxes and areas as arrays): the common case, without a loop in Python. False says only
+    that the loop must look."""
+    if not set(map(type, anns)) <= {dict}:
+        return False
+    try:
+        columns = {key: [ann[key] for ann in anns] for key in ("image_id", "category_id", *required)}
+    except KeyError:
+        return False
+    crowd = [ann.get("iscrowd", 0) for ann in anns]
+    ids = [ann.get("id") for ann in anns] if annotation_ids else []
+    fine = (set(map(type, columns["image_id"])) <= {int} and set(columns["image_id"]) <= image_ids
+            and set(map(type, columns["category_id"])) <= {int} and set(columns["category_id"]) <= category_ids
+            and set(map(type, crowd)) <= {int, float, bool} and set(crowd) <= {0, 1}
+            and set(map(type, ids)) <= {int} and len(set(ids)) == len(ids))
+    if fine and "area" in required:
+        try:
+            fine = set(map(type, columns["area"])) <= {int, float} and bool(np.isfinite(np.array(columns["area"], float)).all())
+        except OverflowError:  # an integer beyond float64
+            fine = False
+    if fine and "bbox" in required:
+        fine = xywh_array(columns["bbox"]) is not None
+    return fine
+
+
+def xywh_array(boxes: list[Any]) -> np.ndarray | None:
+    """``bbox`` values as float64 [N, 4] when every one is 4 finite numbers with width and height
+    >= 0 (checked as a column: their types at once, the numbers as an array), else None."""
+    n = len(boxes)
+    if not (set(map(type, boxes)) <= {list, tuple} and set(map(len, boxes)) <= {4}
+            and set(map(type, chain.from_iterable(boxes))) <= {int, float}):
+        return None
+    try:
+        array = np.fromiter(chain.from_iterable(boxes), np.float64, 4 * n).reshape(n, 4)
+    except OverflowError:  # an integer beyond float64
+        return None
+    return array if np.isfinite(array).all() and (array[:, 2:] >= 0).all() else None
 
 
 def _unique_ids(records: list[Any], key: str, source: str) -> set:

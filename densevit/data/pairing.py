@@ -13,9 +13,10 @@ from pathlib import Path
 from typing import Sequence
 
 from densevit.data import IMAGE_SUFFIXES
-from densevit.data.volumes import NIFTI_SUFFIXES
 from densevit.errors import UserInputError
 
+# Here rather than in densevit.data.volumes (which imports PyTorch), so that pairing files to score stays light.
+NIFTI_SUFFIXES = (".nii.gz", ".nii")
 PICTURE_SUFFIXES = (*IMAGE_SUFFIXES, ".gif")
 LABEL_SUFFIXES = NIFTI_SUFFIXES + PICTURE_SUFFIXES
 SKIPPED_FOLDERS = ("pictures",)

@@ -27,6 +27,7 @@ import torch
 from torch.utils.data import Dataset
 
 from densevit.data.compose import Augmented
+from densevit.data.pairing import NIFTI_SUFFIXES
 from densevit.data.sample_checks import BadSamples, BadSamplesPolicy, check_label_values
 from densevit.data.volume_readers import (  # noqa: F401 - read_nifti is part of this module's interface
     check_synapse_npz,
@@ -38,7 +39,6 @@ from densevit.data.volume_readers import (  # noqa: F401 - read_nifti is part of
 )
 from densevit.errors import UserInputError
 
-NIFTI_SUFFIXES = (".nii.gz", ".nii")
 Normalisation = Literal["ct", "zscore", "none"]
 
 

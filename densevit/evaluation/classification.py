@@ -3,8 +3,9 @@ model's outputs or from files (``densevit score classification PRED.csv TRUTH``)
 
 Predictions are ranked class indices (best first), so that the same numbers come from a
 model's outputs (``densevit evaluate``) and from a predictions file (``densevit score
-classification``). Counts live in one int64 tensor on the predictions' device (the confusion
-matrix by ``torch.bincount``) and are summed over processes in ``compute``.
+classification``). Counts live in one int64 numpy array (the confusion matrix by
+``numpy.bincount``; a model's ranked indices are a few integers per image) and are summed over
+processes in ``compute``; scoring files never imports PyTorch.
 
 Files (:func:`score_files`):
 
@@ -23,16 +24,38 @@ from __future__ import annotations
 
 import csv
 import math
+import sys
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-import torch
+import numpy as np
 
-from densevit.distributed import all_reduce_sum
 from densevit.errors import UserInputError, note
 
 TOP_K = 5
+
+
+def _as_int64(values: Any) -> tuple[np.ndarray, Any]:
+    """``values`` (a tensor, on any device, or anything ``np.asarray`` takes) as an int64 array, and
+    the tensor's device (None for other input)."""
+    torch = sys.modules.get("torch")  # no tensor exists before PyTorch is imported
+    if torch is not None and isinstance(values, torch.Tensor):
+        return values.detach().to("cpu", torch.int64).numpy(), values.device
+    return np.asarray(values).astype(np.int64), None
+
+
+def _summed_over_processes(counts: np.ndarray, device: Any) -> np.ndarray:
+    """A copy of ``counts`` summed over the processes of a distributed run (on ``device``, where
+    the predictions were: NCCL reduces GPU tensors only). A process group needs PyTorch: without
+    it loaded there is none, and nothing to import."""
+    if "torch" not in sys.modules:
+        return counts.copy()
+    import torch
+
+    from densevit.distributed import all_reduce_sum
+
+    return all_reduce_sum(torch.tensor(counts, device=device)).cpu().numpy()
 
 
 class ClassificationEvaluator:
@@ -55,36 +78,38 @@ class ClassificationEvaluator:
     def reset(self) -> None:
         """Forget everything processed so far."""
         # [K*K confusion (gt-major), samples with top-5 ranks, of those with the label in them]
-        self.counts: torch.Tensor | None = None
+        self.counts: np.ndarray | None = None
+        self._device: Any = None  # the device of the predictions, for the sum over processes
 
     def process(self, predictions: Any, targets: Any) -> None:
         """Count a batch.
 
         Args:
             predictions: ranked class indices [B, k] (best first; k >= 1, top-5 is scored when
-                k >= min(5, num_classes)), or a dict with them under ``"topk"``.
+                k >= min(5, num_classes)), or a dict with them under ``"topk"``; a tensor or an array.
             targets: labels [B], or a dict with them under ``"labels"``.
         """
         ranked = predictions["topk"] if isinstance(predictions, dict) else predictions
         labels = targets["labels"] if isinstance(targets, dict) else targets
-        ranked = torch.as_tensor(ranked).to(torch.int64)
-        labels = torch.as_tensor(labels).to(device=ranked.device, dtype=torch.int64)
-        if ranked.dim() == 1:
+        ranked, device = _as_int64(ranked)
+        labels = _as_int64(labels)[0]
+        self._device = device if device is not None else self._device
+        if ranked.ndim == 1:
             ranked = ranked[:, None]
-        if ranked.dim() != 2 or ranked.shape[1] == 0 or labels.shape != ranked.shape[:1]:
+        if ranked.ndim != 2 or ranked.shape[1] == 0 or labels.shape != ranked.shape[:1]:
             raise UserInputError(f"predictions of shape {tuple(ranked.shape)} do not rank classes for "
                                  f"{tuple(labels.shape)} labels")
         for what, values in (("label", labels), ("prediction", ranked)):
-            if values.numel() and bool(((values < 0) | (values >= self.num_classes)).any()):
-                bad = values[(values < 0) | (values >= self.num_classes)].unique()[:5].tolist()
+            outside = (values < 0) | (values >= self.num_classes)
+            if outside.any():
+                bad = np.unique(values[outside])[:5].tolist()
                 raise UserInputError(f"{what} classes {bad} outside 0..{self.num_classes - 1}")
         k = self.num_classes
-        confusion = torch.bincount(labels * k + ranked[:, 0], minlength=k * k)
+        confusion = np.bincount(labels * k + ranked[:, 0], minlength=k * k).astype(np.int64, copy=False)
         # top-5 is known only for images ranked at least min(5, K) deep (a file may give top-1 only)
         ranked_enough = ranked.shape[1] >= min(TOP_K, k)
-        hits = (ranked[:, :TOP_K] == labels[:, None]).any(dim=1).sum() if ranked_enough else labels.new_zeros(())
-        top5 = torch.stack([labels.new_tensor(len(labels) if ranked_enough else 0), hits])
-        counts = torch.cat([confusion, top5])
+        hits = int((ranked[:, :TOP_K] == labels[:, None]).any(axis=1).sum()) if ranked_enough else 0
+        counts = np.concatenate([confusion, np.array([len(labels) if ranked_enough else 0, hits], dtype=np.int64)])
         self.counts = counts if self.counts is None else self.counts + counts
 
     def compute(self) -> dict[str, Any]:
@@ -97,9 +122,9 @@ class ClassificationEvaluator:
         ``acc/<class>`` for the logs.
         """
         k = self.num_classes
-        local = self.counts if self.counts is not None else torch.zeros(k * k + 2, dtype=torch.int64)
-        counts = all_reduce_sum(local.clone()).cpu()
-        confusion = counts[: k * k].view(k, k)
+        local = self.counts if self.counts is not None else np.zeros(k * k + 2, dtype=np.int64)
+        counts = _summed_over_processes(local, self._device)
+        confusion = counts[: k * k].reshape(k, k)
         ranked_samples, in_top5 = counts[k * k :].tolist()
         support = confusion.sum(1)
         total = int(support.sum())
@@ -235,6 +260,6 @@ def score_files(predictions: Path, truth: Path) -> dict[str, Any]:
     depth = min(len(ranked[key]) for key in labels)
     keys = list(labels)
     evaluator = ClassificationEvaluator(len(names), names)
-    evaluator.process(torch.tensor([[index[n] for n in ranked[key][:depth]] for key in keys]),
-                      torch.tensor([index[labels[key]] for key in keys]))
+    evaluator.process(np.array([[index[n] for n in ranked[key][:depth]] for key in keys], dtype=np.int64),
+                      np.array([index[labels[key]] for key in keys], dtype=np.int64))
     return evaluator.compute()

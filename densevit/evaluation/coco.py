@@ -1,8 +1,9 @@
 """COCO box and mask AP with exactly the numbers of pycocotools' ``COCOeval``.
 
-The evaluation itself is done by pycocotools or by faster-coco-eval (a C++ port that gives
-the same numbers, several times faster); this module feeds them and guards against the
-inputs on which they silently go wrong or crash:
+The evaluation is densevit's own, vectorised (:mod:`~densevit.evaluation.coco_match`,
+:mod:`~densevit.evaluation.coco_accumulate`: pycocotools' numbers bit for bit), or, by choice,
+pycocotools or faster-coco-eval themselves (:mod:`~densevit.evaluation.coco_tools`). Whichever
+runs, this module guards against the inputs on which the tools silently go wrong or crash:
 
 - an annotation with id 0 is never counted as matched by either tool (0 is their "unmatched"
   marker), so annotation ids are renumbered 1..N internally, in file order;
@@ -13,56 +14,60 @@ inputs on which they silently go wrong or crash:
   negative size and masks of the wrong size are errors that name the culprit.
 
 The ground truth is checked and renumbered by :class:`~densevit.evaluation.coco_gt.GroundTruth`;
-detections come in through ``process`` (a detector's tensors) or ``add_results`` (a results
-file's records), and both are checked as whole arrays on one intake path.
+detections come in through ``process`` (a detector's tensors or arrays) or ``add_results`` (a
+results file's records, checked column by column in :mod:`~densevit.evaluation.coco_results`).
+Mask detections are scored with their mask area (not the box area that ``loadRes`` takes when
+a result has both), so small/medium/large mean the same for masks as for the ground truth.
+
+:func:`score_files` scores a results file against an instances file (``densevit score coco``).
+
+PyTorch is imported by none of this: tensors are read through ``.numpy()`` when given, and the
+detections of a distributed run are gathered only where ``torch.distributed`` is in use.
 
 Results are reported under the file's own ids and category names.
 """
 from __future__ import annotations
 
-import contextlib
-import gc
-import io
-from collections.abc import Iterator, Mapping, Sequence
-from dataclasses import dataclass
+import sys
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
-import torch
 from pycocotools import mask as mask_utils
 from pycocotools.coco import COCO
-from pycocotools.cocoeval import COCOeval
 
-from densevit.data.coco_json import is_int as _is_int
-from densevit.data.coco_json import is_number, xywh_problem
-from densevit.distributed import all_gather_objects
+from densevit.data.coco_json import gc_paused, is_int
 from densevit.errors import UserInputError
-from densevit.evaluation.coco_gt import BACKENDS, GroundTruth, resolve_backend, silent
+from densevit.evaluation.coco_accumulate import accumulate, summarize
+from densevit.evaluation.coco_gt import BACKENDS, GroundTruth, resolve_backend
+from densevit.evaluation.coco_match import Objects, match
+from densevit.evaluation.coco_results import (
+    Detections,
+    check_boxes,
+    from_results,
+    mask_area,
+    read_results,
+    to_rle,
+)
 
 STAT_NAMES = ("AP", "AP50", "AP75", "APs", "APm", "APl", "AR1", "AR10", "AR100", "ARs", "ARm", "ARl")
 IOU_TYPES = ("bbox", "segm")
-__all__ = ["BACKENDS", "COCOEvaluator", "GroundTruth", "IOU_TYPES", "STAT_NAMES", "format_table", "scalar_metrics"]
-
-
-@dataclass
-class ImageDetections:
-    """The detections of one image, in the tools' conventions.
-
-    boxes: float64 [N, 4] pixel ``[x, y, width, height]``; scores: float64 [N];
-    category_ids: int64 [N] internal category ids; masks: N compressed RLEs, or None.
-    """
-
-    boxes: np.ndarray
-    scores: np.ndarray
-    category_ids: np.ndarray
-    masks: list[dict] | None = None
+__all__ = ["BACKENDS", "COCOEvaluator", "GroundTruth", "IOU_TYPES", "STAT_NAMES", "format_table", "scalar_metrics",
+           "score_files"]
 
 
 def _numpy(value: Any, dtype: Any) -> np.ndarray:
-    if isinstance(value, torch.Tensor):
+    """An array of ``value`` (a tensor on any device, an array, a list)."""
+    if hasattr(value, "detach") and hasattr(value, "cpu"):  # a torch.Tensor, without importing torch
         value = value.detach().cpu().numpy()
     return np.asarray(value, dtype=dtype)
+
+
+def _distributed() -> bool:
+    torch = sys.modules.get("torch")  # never imported here: a run without torch is not distributed
+    dist = getattr(torch, "distributed", None)
+    return bool(dist and dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1)
 
 
 class COCOEvaluator:
@@ -72,8 +77,8 @@ class COCOEvaluator:
         gt: the ground truth: a path to an ``instances.json``, its parsed dict, or a
             ``pycocotools.coco.COCO``.
         iou_types: any of ``"bbox"`` and ``"segm"``.
-        backend: ``"pycocotools"``, ``"faster_coco_eval"`` (same numbers, faster) or ``"auto"``
-            (faster-coco-eval when installed).
+        backend: ``"auto"`` (densevit's own evaluator), ``"pycocotools"`` or ``"faster_coco_eval"``:
+            the same numbers.
         label_to_category_id: how the ``labels`` given to ``process`` map to the file's category
             ids: a sequence (index = contiguous label) or a mapping. ``None`` means the labels
             already are the file's category ids.
@@ -120,12 +125,10 @@ class COCOEvaluator:
 
     def reset(self) -> None:
         """Forget every detection processed so far."""
-        self._images: dict[int, ImageDetections] = {}
+        self._parts: list[Detections] = []
+        self._seen: set[int] = set()
 
     # ------------------------------------------------------------------ input
-    # Two ways in (a detector's tensors, or a results file's records), one way to store: both
-    # end in _intake, which checks the arrays as a whole and keeps one ImageDetections per image.
-
     def process(self, predictions: Sequence[Mapping] | Mapping[Any, Mapping],
                 targets: Sequence[Mapping] | None = None) -> None:
         """Add the detections of a batch of images.
@@ -172,8 +175,9 @@ class COCOEvaluator:
                     raise ValueError(f"{where}: mask evaluation needs 'masks' in every prediction")
                 masks = self._masks_to_rles(prediction["masks"], image, len(xyxy), where)
             xywh = np.concatenate([xyxy[:, :2], xyxy[:, 2:] - xyxy[:, :2]], axis=1)
-            self._intake(image, xywh, scores, self._categories_of(labels, where), masks,
-                         lambda k: f"{where}: box {k} {xyxy[k].tolist()} (pixel x1, y1, x2, y2)")
+            check_boxes(xywh, scores, lambda k: f"{where}: box {k} {xyxy[k].tolist()} (pixel x1, y1, x2, y2)")
+            self._keep(Detections(np.full(len(xywh), image, np.int64), self._categories_of(labels, where),
+                                  xywh, scores, masks))
 
     def add_results(self, results: Any, source: str = "results") -> None:
         """Add detections in the COCO results format (as written by detectors to a JSON file).
@@ -183,59 +187,31 @@ class COCOEvaluator:
                 (and ``"segmentation"``, an RLE or polygons, for mask evaluation), the file's ids.
             source: how error messages name the results (the file path).
         """
-        if not isinstance(results, list):
-            raise UserInputError(f"{source}: expected a list of detections, got {type(results).__name__}")
-        keys = ("image_id", "category_id", "score") + tuple(
-            "bbox" if t == "bbox" else "segmentation" for t in self.iou_types)
-        columns = _columns(results, keys, source)
-        images = self._mapped(columns["image_id"], self.gt.image_ids, source, "image_id",
-                              f"is not in the ground truth {self.gt.source}")
-        categories = self._mapped(columns["category_id"], self.gt.category_ids, source, "category_id",
-                                  "is not in the ground truth categories")
-        scores = _number_column(columns["score"], source, "score")
-        if "bbox" in self.iou_types:
-            xywh = _number_column(columns["bbox"], source, "bbox")
-        else:
-            xywh = np.zeros((len(results), 4))
-        masks = ([self._to_rle(seg, image, f"{source}: [{k}]") for k, (seg, image) in
-                  enumerate(zip(columns["segmentation"], images.tolist()))] if "segm" in self.iou_types else None)
-        order = np.argsort(images, kind="stable")
-        starts = np.flatnonzero(np.diff(images[order], prepend=-1))
-        for rows in np.split(order, starts[1:]):
-            if rows.size:
-                self._intake(int(images[rows[0]]), xywh[rows], scores[rows], categories[rows],
-                             [masks[k] for k in rows] if masks is not None else None,
-                             lambda k, rows=rows: f"{source}: [{rows[k]}]: 'bbox' {xywh[rows[k]].tolist()}")
+        with gc_paused():
+            self._keep(from_results(results, self.iou_types, self.gt.image_ids, self.gt.category_ids,
+                                    self.gt.sizes, source, self.gt.source))
 
-    def _intake(self, image: int, xywh: np.ndarray, scores: np.ndarray, categories: np.ndarray,
-                masks: list[dict] | None, describe: Any) -> None:
-        """Check one image's detections as arrays and keep them (an image seen again is ignored)."""
-        if image in self._images:
-            return
-        bad = ~(np.isfinite(xywh).all(axis=1) & np.isfinite(scores))
-        if bad.any():
-            raise UserInputError(f"{describe(int(np.argmax(bad)))}: boxes and scores must be finite")
-        negative = (xywh[:, 2:] < 0).any(axis=1)
-        if negative.any():
-            raise UserInputError(f"{describe(int(np.argmax(negative)))}: has a negative width or height")
-        self._images[image] = ImageDetections(xywh, scores, categories, masks)
+    def add_results_file(self, path: str | Path) -> None:
+        """Add the detections of a COCO results JSON file (as :meth:`add_results`, read faster:
+        :func:`~densevit.evaluation.coco_results.read_results`)."""
+        with gc_paused():
+            self._keep(read_results(path, self.iou_types, self.gt.image_ids, self.gt.category_ids,
+                                    self.gt.sizes, self.gt.source))
 
-    def _mapped(self, values: list[Any], table: Mapping[int, int], source: str, key: str, missing: str) -> np.ndarray:
-        """File ids -> internal ids as an int64 array; the first value that is no integer or not in
-        ``table`` is an error naming its record."""
-        mapped = [table.get(v) if type(v) is int else None for v in values]  # noqa: E721 - bools are not ids
-        if None in mapped:
-            k = mapped.index(None)
-            value = values[k]
-            if not _is_int(value):
-                raise UserInputError(f"{source}: [{k}]: {key} must be an integer, got {value!r}")
-            raise UserInputError(f"{source}: [{k}]: {key} {value} {missing}")
-        return np.asarray(mapped, dtype=np.int64)
+    def _keep(self, detections: Detections) -> None:
+        """Keep ``detections``, less those of images seen before."""
+        images = np.unique(detections.image)
+        if self._seen:
+            seen = np.isin(detections.image, np.fromiter(self._seen, np.int64, len(self._seen)))
+            if seen.any():
+                detections = detections.take(~seen)
+        self._seen.update(images.tolist())
+        self._parts.append(detections)
 
     def _internal_image_id(self, image_id: Any, where: str) -> int:
-        if isinstance(image_id, torch.Tensor):
+        if hasattr(image_id, "item"):  # a one-element tensor or array
             image_id = image_id.item()
-        if not _is_int(image_id):
+        if not is_int(image_id):
             raise UserInputError(f"{where}: image_id must be an integer, got {image_id!r}")
         internal = self.gt.image_ids.get(int(image_id))
         if internal is None:
@@ -255,11 +231,11 @@ class COCOEvaluator:
                                     " (give label_to_category_id for contiguous labels)")) from None
 
     def _masks_to_rles(self, masks: Any, image: int, count: int, where: str) -> list[dict]:
-        if isinstance(masks, (torch.Tensor, np.ndarray)):
+        height, width = self.gt.image_sizes[image]
+        if hasattr(masks, "shape"):  # a tensor or an array
             array = _numpy(masks, None)
             if array.ndim == 4 and array.shape[1] == 1:
                 array = array[:, 0]
-            height, width = self.gt.image_sizes[image]
             if array.ndim != 3 or array.shape[1:] != (height, width):
                 raise UserInputError(f"{where}: masks of shape {tuple(array.shape)}, expected "
                                      f"[N, {height}, {width}] (the original image size)")
@@ -267,27 +243,10 @@ class COCOEvaluator:
                 raise UserInputError(f"{where}: masks must be binary (bool or 0/1)")
             rles = mask_utils.encode(np.asfortranarray(array.transpose(1, 2, 0).astype(np.uint8)))
         else:
-            rles = [self._to_rle(m, image, f"{where}: mask {k}") for k, m in enumerate(masks)]
+            rles = [to_rle(m, height, width, f"{where}: mask {k}") for k, m in enumerate(masks)]
         if len(rles) != count:
             raise ValueError(f"{where}: {len(rles)} masks for {count} detections")
         return list(rles)
-
-    def _to_rle(self, segmentation: Any, image: int, where: str) -> dict:
-        """A compressed RLE of ``segmentation`` (RLE or polygons), checked against the image size."""
-        height, width = self.gt.image_sizes[image]
-        if isinstance(segmentation, Mapping):
-            size = segmentation.get("size")
-            if "counts" not in segmentation or size is None:
-                raise UserInputError(f"{where}: an RLE 'segmentation' needs 'size' and 'counts'")
-            if list(size) != [height, width]:
-                raise UserInputError(f"{where}: mask size {list(size)} does not match the image size "
-                                     f"[{height}, {width}]")
-            if isinstance(segmentation["counts"], list):
-                return mask_utils.frPyObjects(dict(segmentation), height, width)
-            return dict(segmentation)
-        if isinstance(segmentation, list) and segmentation and all(isinstance(p, list) for p in segmentation):
-            return mask_utils.merge(mask_utils.frPyObjects(segmentation, height, width))
-        raise UserInputError(f"{where}: 'segmentation' must be an RLE or a list of polygons")
 
     # ---------------------------------------------------------------- compute
     def compute(self) -> dict[str, dict[str, Any]]:
@@ -301,36 +260,35 @@ class COCOEvaluator:
             (area all, 100 detections; -1 for a category without ground truth).
             ``scalar_metrics`` flattens it to ``{"bbox/AP": ...}`` for logs.
         """
-        images: dict[int, ImageDetections] = {}
-        for part in all_gather_objects(self._images):
-            for image, detections in part.items():
-                images.setdefault(image, detections)
-        with _gc_paused():
-            return {iou_type: self._evaluate(images, iou_type) for iou_type in self.iou_types}
+        with gc_paused():
+            detections = self._gathered()
+            return {iou_type: self._evaluate(detections, iou_type) for iou_type in self.iou_types}
 
-    def _evaluate(self, images: Mapping[int, ImageDetections], iou_type: str) -> dict[str, Any]:
-        gt = self.gt.coco(self.backend)
-        dataset = {"images": self.gt.dataset["images"], "categories": self.gt.dataset["categories"],
-                   "annotations": _annotations(images, iou_type)}
-        if self.backend == "pycocotools":
-            dt = COCO()
-            dt.dataset = dataset
-            with contextlib.redirect_stdout(io.StringIO()):
-                dt.createIndex()
-                evaluator = COCOeval(gt, dt, iou_type)
-                evaluator.evaluate()
-                evaluator.accumulate()
-                evaluator.summarize()
+    def _gathered(self) -> Detections:
+        """All processes' detections; an image that several hold counts once (the lowest rank's)."""
+        parts = self._parts
+        if _distributed():
+            from densevit.distributed import all_gather_objects
+
+            parts = [part for rank_parts in all_gather_objects(parts) for part in rank_parts]
+        detections = Detections.concatenate(parts, "segm" in self.iou_types)
+        part = np.repeat(np.arange(len(parts)), [len(p.image) for p in parts])
+        images, first = np.unique(detections.image, return_index=True)
+        owner = np.zeros(images[-1] + 1 if images.size else 1, np.int64)
+        owner[images] = part[first]
+        mine = part == owner[detections.image]
+        return detections if mine.all() else detections.take(mine)
+
+    def _evaluate(self, detections: Detections, iou_type: str) -> dict[str, Any]:
+        if self.backend == "densevit":
+            precision, recall = evaluate_arrays(self.gt, detections, iou_type)
+            stats = summarize(precision, recall)
         else:
-            import faster_coco_eval
+            from densevit.evaluation.coco_tools import evaluate_with_tool
 
-            dt = faster_coco_eval.COCO(dataset, print_function=silent)
-            evaluator = faster_coco_eval.COCOeval_faster(gt, dt, iou_type, print_function=silent)
-            evaluator.evaluate()
-            evaluator.accumulate()
-            evaluator.summarize()
-        stats = {name: float(value) for name, value in zip(STAT_NAMES, evaluator.stats[:12])}
-        return {**stats, "per_class": self._per_class(evaluator.eval["precision"])}
+            stats, precision = evaluate_with_tool(self.backend, self.gt, detections, iou_type)
+        return {**{name: float(value) for name, value in zip(STAT_NAMES, stats)},
+                "per_class": self._per_class(precision)}
 
     def _per_class(self, precision: np.ndarray) -> list[dict[str, Any]]:
         """Per category AP from COCOeval's precision [T iou, R recall, K class, A area, M maxdets]."""
@@ -345,79 +303,28 @@ class COCOEvaluator:
         return rows
 
 
-def _columns(results: list[Any], keys: Sequence[str], source: str) -> dict[str, list[Any]]:
-    """One list per key over all records; the first record that is no object or lacks a key is an error."""
-    try:
-        return {key: [record[key] for record in results] for key in keys}
-    except (KeyError, TypeError, IndexError):
-        for k, record in enumerate(results):
-            if not isinstance(record, Mapping):
-                raise UserInputError(f"{source}: [{k}]: expected an object, got {type(record).__name__}") from None
-            for key in keys:
-                if key not in record:
-                    raise UserInputError(f"{source}: [{k}]: missing key '{key}'") from None
-        raise
+def score_files(gt: str | Path, results: str | Path, iou_types: Sequence[str] = ("bbox",),
+                backend: str = "auto") -> dict[str, dict[str, Any]]:
+    """``compute()`` of the detections in the results file ``results`` against the instances
+    file ``gt`` (what ``densevit score coco`` does), with the garbage collector paused throughout:
+    the files' hundreds of thousands of objects are freed before it runs again, so it never
+    walks them (each walk of a 500,000-detection set costs a few tenths of a second)."""
+    with gc_paused():
+        evaluator = COCOEvaluator(gt, iou_types=iou_types, backend=backend)
+        evaluator.add_results_file(results)
+        result = evaluator.compute()
+        del evaluator
+    return result
 
 
-def _number_column(values: list[Any], source: str, key: str) -> np.ndarray:
-    """Scores (one number each) or boxes (four each) as a float64 array; the first value that is
-    not made of finite numbers is an error naming its record."""
-    width = 4 if key == "bbox" else None
-    if not values:
-        return np.zeros((0, width) if width else (0,))
-    try:
-        array = np.asarray(values, dtype=np.float64)
-        fits = array.shape == ((len(values), width) if width else (len(values),))
-        ok = fits and bool(np.isfinite(array).all()) and not any(type(v) is bool for v in values)  # noqa: E721
-    except (TypeError, ValueError):
-        ok = False
-    if ok:
-        return array
-    for k, value in enumerate(values):
-        problem = xywh_problem(value) if width else (None if is_number(value) else "not a finite number")
-        if problem:
-            raise UserInputError(f"{source}: [{k}]: {problem if width else f'{key!r} must be a finite number, got {value!r}'}")
-    raise UserInputError(f"{source}: {key!r} values must be finite numbers")
-
-
-@contextlib.contextmanager
-def _gc_paused() -> Iterator[None]:
-    """Pause the cyclic garbage collector: the evaluation builds a dict per detection (hundreds
-    of thousands), each batch of which would trigger a collection that finds nothing to free."""
-    was_enabled = gc.isenabled()
-    gc.disable()
-    try:
-        yield
-    finally:
-        if was_enabled:
-            gc.enable()
-
-
-def _annotations(images: Mapping[int, ImageDetections], iou_type: str) -> list[dict[str, Any]]:
-    """The detections as COCO result annotations, as ``COCO.loadRes`` would make them.
-
-    Masks are scored with the mask area (not the box area that ``loadRes`` takes when a result
-    has both), so small/medium/large mean the same for masks as for the ground truth.
-    """
-    annotations: list[dict[str, Any]] = []
-    for image in sorted(images):
-        det = images[image]
-        common = zip(det.scores.tolist(), det.category_ids.tolist())
-        if iou_type == "bbox":
-            areas = (det.boxes[:, 2] * det.boxes[:, 3]).tolist()
-            for box, area, (score, category) in zip(det.boxes.tolist(), areas, common):
-                annotations.append({"id": len(annotations) + 1, "image_id": image, "category_id": category,
-                                    "bbox": box, "area": area, "score": score, "iscrowd": 0})
-        else:
-            if not det.masks:
-                continue
-            areas = mask_utils.area(det.masks).tolist()
-            boxes = mask_utils.toBbox(det.masks).tolist()
-            for rle, area, box, (score, category) in zip(det.masks, areas, boxes, common):
-                annotations.append({"id": len(annotations) + 1, "image_id": image, "category_id": category,
-                                    "segmentation": rle, "area": area, "bbox": box, "score": score,
-                                    "iscrowd": 0})
-    return annotations
+def evaluate_arrays(gt: GroundTruth, detections: Detections, iou_type: str) -> tuple[np.ndarray, np.ndarray]:
+    """densevit's own evaluation: pycocotools' ``eval["precision"]`` float64 [T, R, K, A, M] and
+    ``eval["recall"]`` [T, K, A, M], bit for bit. Masks are scored with the mask area."""
+    area = (detections.boxes[:, 2] * detections.boxes[:, 3] if iou_type == "bbox"
+            else mask_area(detections.masks))
+    dt = Objects(detections.image, detections.category, detections.boxes, area, detections.masks,
+                 scores=detections.scores)
+    return accumulate(match(gt.objects(iou_type), dt, len(gt.categories), iou_type))
 
 
 def scalar_metrics(result: Mapping[str, Mapping[str, Any]]) -> dict[str, float]:

@@ -15,16 +15,15 @@ import numpy as np
 
 from densevit.data.images import read_label_map
 from densevit.data.labels import apply_fov, binary_mapping
-from densevit.data.pairing import (
-    LabelPair,
-)
-from densevit.data.volumes import NIFTI_SUFFIXES, read_nifti
+from densevit.data.pairing import NIFTI_SUFFIXES, LabelPair
 from densevit.errors import UserInputError, note, suspicious
 
 
 def read_label_file(path: Path) -> tuple[np.ndarray, tuple[float, ...] | None]:
     """Labels of a NIfTI file (with its voxel spacing) or of a label picture (spacing None)."""
     if path.name.lower().endswith(NIFTI_SUFFIXES):
+        from densevit.data.volume_readers import read_nifti  # nibabel, only for NIfTI
+
         data, image = read_nifti(path)
         return data, tuple(float(z) for z in image.header.get_zooms()[: data.ndim])
     return read_label_map(path), None

@@ -14,74 +14,47 @@ Two conventions:
   prediction (0, 0); means are over all cases. This reproduces published Synapse tables.
 
 Surface voxels are those removed by one binary erosion with the cross-shaped (connectivity 1)
-structure and zero outside the volume, as both references do. Everything is computed on the
-bounding box of prediction ∪ ground truth grown by one voxel (clipped to the volume): every
-surface voxel of either mask lies in it, erosion at its faces sees the same zeros as in the
-full volume, and exact distance transforms on it find the same nearest surface voxels, so the
-numbers are identical to the full-volume computation (``crop=False``) at a fraction of the cost.
+structure and zero outside the volume, as both references do. The surfaces of every label are
+found in one pass over each volume, and each distance by a nearest-neighbour search among the
+other surface's voxels (:mod:`densevit.evaluation.surface`), never by a distance transform, so
+scattered false positives that spread a class over the whole volume cost no more than their
+own voxels. The distances are those of the references' distance transforms bit for bit (with
+some spacings, such as 0.7 mm, up to an ulp where two surface voxels are exactly equally near).
+
+Dice counts come from ``bincount`` over the voxels that are foreground in either volume. torch
+is imported only to gather the results of a distributed run (when torch is loaded anyway) and
+for searches on a torch ``device``.
 """
 from __future__ import annotations
 
+import sys
 from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
-import torch
-from scipy import ndimage
 
 from densevit.data.labels import integer_labels
-from densevit.distributed import all_gather_objects, is_distributed, rank
 from densevit.errors import UserInputError
+from densevit.evaluation.surface import common_layout, label_surfaces, surface_distances
 
 CONVENTIONS = ("standard", "transunet")
 
 
-def surface(mask: np.ndarray) -> np.ndarray:
-    """Surface voxels of a boolean mask: those one cross-shaped erosion removes."""
-    return mask & ~ndimage.binary_erosion(mask)
+def _distributed():
+    """:mod:`densevit.distributed` when torch.distributed is loaded, else None (no process group can exist)."""
+    if "torch.distributed" not in sys.modules:
+        return None
+    from densevit import distributed
 
-
-def surface_distances(pred: np.ndarray, gt: np.ndarray, spacing: Sequence[float] | None = None,
-                      crop: bool = True) -> tuple[np.ndarray, np.ndarray]:
-    """Distances from each surface voxel of ``pred`` to the surface of ``gt``, and back.
-
-    Args:
-        pred, gt: boolean masks of the same shape (2D or 3D), both non-empty.
-        spacing: voxel size per axis (distances in those units); None = 1 per axis.
-        crop: work on the bounding box of ``pred | gt`` plus one voxel (same numbers, faster).
-
-    Returns:
-        ``(pred_to_gt, gt_to_pred)``: float64 arrays, one distance per surface voxel of
-        ``pred`` (resp. ``gt``), in C order of the voxels.
-    """
-    if crop:
-        box = _bounding_box(pred | gt)
-        pred, gt = pred[box], gt[box]
-    pred_surface, gt_surface = surface(pred), surface(gt)
-    to_gt = ndimage.distance_transform_edt(~gt_surface, sampling=spacing)
-    to_pred = ndimage.distance_transform_edt(~pred_surface, sampling=spacing)
-    return to_gt[pred_surface], to_pred[gt_surface]
-
-
-def _bounding_box(mask: np.ndarray) -> tuple[slice, ...]:
-    """The bounding box of a non-empty mask grown by one voxel, clipped to the array."""
-    (box,) = ndimage.find_objects(mask.astype(np.uint8))
-    return _grow(box, mask.shape)
-
-
-def _grow(box: Sequence[slice], shape: Sequence[int]) -> tuple[slice, ...]:
-    return tuple(slice(max(s.start - 1, 0), min(s.stop + 1, n)) for s, n in zip(box, shape))
-
-
-def _union(a: tuple[slice, ...] | None, b: tuple[slice, ...] | None) -> tuple[slice, ...] | None:
-    if a is None or b is None:
-        return a if b is None else b
-    return tuple(slice(min(x.start, y.start), max(x.stop, y.stop)) for x, y in zip(a, b))
+    return distributed
 
 
 def as_label_volume(volume: Any, what: str, num_classes: int) -> np.ndarray:
-    """``volume`` as an integer numpy array with every label in ``[0, num_classes)``."""
-    array = integer_labels(volume.detach().cpu().numpy() if isinstance(volume, torch.Tensor) else volume, what)
+    """``volume`` (numpy, or a torch tensor on any device) as an integer numpy array with every
+    label in ``[0, num_classes)``."""
+    if hasattr(volume, "detach"):  # a torch tensor, without importing torch here
+        volume = volume.detach().cpu().numpy()
+    array = integer_labels(volume, what)
     if array.ndim not in (2, 3):
         raise UserInputError(f"{what}: expected a 2D or 3D label volume, got shape {array.shape}")
     if array.size:
@@ -89,6 +62,20 @@ def as_label_volume(volume: Any, what: str, num_classes: int) -> np.ndarray:
         if low < 0 or high >= num_classes:
             raise UserInputError(f"{what}: label {low if low < 0 else high} outside 0..{num_classes - 1}")
     return array
+
+
+def class_counts(pred: np.ndarray, gt: np.ndarray, either: np.ndarray,
+                 num_classes: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Voxels per label of ``pred``, of ``gt``, and of both (``pred == gt``): three int64 ``[num_classes]``.
+
+    ``pred`` and ``gt`` are flat (one memory order), ``either`` the indices where one of them is
+    foreground; label 0 is not counted (0).
+    """
+    pred, gt = pred[either], gt[either]
+    counts = [np.bincount(values, minlength=num_classes) for values in (pred, gt, gt[pred == gt])]
+    for count in counts:
+        count[0] = 0
+    return counts[0], counts[1], counts[2]
 
 
 class MedicalEvaluator:
@@ -99,13 +86,16 @@ class MedicalEvaluator:
         convention: ``"standard"`` (MONAI; HD95 in mm) or ``"transunet"`` (TransUNet/medpy;
             HD95 in voxels); see the module docstring.
         class_names: names of all ``num_classes`` labels, background first.
+        device: where nearest surface voxels are searched: None, a KD-tree on the CPU; a torch
+            device (``"cuda"``): chunked pairwise distances there
+            (:func:`densevit.evaluation.surface.nearest`). The numbers are the same.
 
     In a distributed run each process scores its own cases; ``compute()`` gathers the rows
     (a case id seen twice counts once) and every process gets the same result.
     """
 
     def __init__(self, num_classes: int, convention: str = "standard",
-                 class_names: Sequence[str] | None = None) -> None:
+                 class_names: Sequence[str] | None = None, device: str | None = None) -> None:
         if convention not in CONVENTIONS:
             raise ValueError(f"convention must be one of {CONVENTIONS}, got {convention!r}")
         if num_classes < 2:
@@ -116,6 +106,7 @@ class MedicalEvaluator:
         self.num_classes = num_classes
         self.convention = convention
         self.class_names = list(class_names) if class_names is not None else [str(c) for c in range(num_classes)]
+        self.device = device
         self.reset()
 
     @property
@@ -152,49 +143,48 @@ class MedicalEvaluator:
             if len(spacing) != gt.ndim or min(spacing) <= 0:
                 raise UserInputError(f"spacing {spacing} must be {gt.ndim} positive numbers")
         if case_id is None:
-            prefix = f"{rank()}:" if is_distributed() else ""
+            distributed = _distributed()
+            prefix = f"{distributed.rank()}:" if distributed and distributed.is_distributed() else ""
             case_id = f"{prefix}{len(self._cases)}"
-        rows = [{"case": str(case_id), "class": self.class_names[c], **self._score(pred, gt, c, spacing, box)}
-                for c, box in self._class_boxes(pred, gt)]
+        scores = self._scores(pred, gt, spacing if self.convention == "standard" else None)
+        rows = [{"case": str(case_id), "class": self.class_names[c], **score} for c, score in enumerate(scores, 1)]
         self._cases.setdefault(str(case_id), rows)
         return rows
 
-    def _class_boxes(self, pred: np.ndarray, gt: np.ndarray):
-        """Per foreground class, the grown bounding box of prediction ∪ ground truth (None if both empty).
+    def _scores(self, pred: np.ndarray, gt: np.ndarray, spacing: tuple[float, ...] | None) -> list[dict[str, Any]]:
+        """``{"dice", "hd95", "note"}`` of each foreground class, in label order."""
+        order, (pred, gt) = common_layout(pred, gt)
+        either = np.flatnonzero(pred.ravel(order) | gt.ravel(order))  # labels are >= 0
+        pred_sizes, gt_sizes, both = class_counts(pred.ravel(order), gt.ravel(order), either, self.num_classes)
+        classes = range(1, self.num_classes)
+        surfaces = None
+        if any(pred_sizes[c] and gt_sizes[c] for c in classes):
+            surfaces = [label_surfaces(labels, self.num_classes) for labels in (pred, gt)]
+        scores = []
+        for c in classes:
+            p_size, g_size = int(pred_sizes[c]), int(gt_sizes[c])
+            distances = surface_distances(surfaces[0][c], surfaces[1][c], spacing, self.device) \
+                if p_size and g_size else None
+            scores.append(self._score(p_size, g_size, int(both[c]), distances))
+        return scores
 
-        ``find_objects`` finds the boxes of all labels in one pass over each volume.
-        """
-        top = self.num_classes - 1
-        pred_boxes = ndimage.find_objects(pred, max_label=top)
-        gt_boxes = ndimage.find_objects(gt, max_label=top)
-        for c in range(1, self.num_classes):
-            box = _union(pred_boxes[c - 1], gt_boxes[c - 1])
-            yield c, (None if box is None else _grow(box, gt.shape))
-
-    def _score(self, pred: np.ndarray, gt: np.ndarray, c: int, spacing: tuple[float, ...] | None,
-               box: tuple[slice, ...] | None) -> dict[str, Any]:
-        if box is None:
-            p = g = np.zeros((1,) * gt.ndim, dtype=bool)
-        else:
-            p, g = pred[box] == c, gt[box] == c
-        p_size, g_size = int(np.count_nonzero(p)), int(np.count_nonzero(g))
+    def _score(self, p_size: int, g_size: int, both: int,
+               distances: tuple[np.ndarray, np.ndarray] | None) -> dict[str, Any]:
+        """One class's numbers from its voxel counts and (both masks non-empty) its surface distances."""
         if self.convention == "transunet":
-            if p_size and g_size:
-                dice = 2.0 * int(np.count_nonzero(p & g)) / (p_size + g_size)
-                pred_to_gt, gt_to_pred = surface_distances(p, g, None, crop=False)
-                return {"dice": dice, "hd95": float(np.percentile(np.hstack((pred_to_gt, gt_to_pred)), 95)),
-                        "note": ""}
+            if distances is not None:
+                return {"dice": 2.0 * both / (p_size + g_size),
+                        "hd95": float(np.percentile(np.hstack(distances), 95)), "note": ""}
             if p_size:
                 return {"dice": 1.0, "hd95": 0.0, "note": "empty ground truth: (1, 0) as TransUNet"}
             return {"dice": 0.0, "hd95": 0.0, "note": "empty prediction: (0, 0) as TransUNet"}
         if not g_size:
             note = "empty ground truth and prediction" if not p_size else "empty ground truth"
             return {"dice": float("nan"), "hd95": float("nan"), "note": note}
-        dice = 2.0 * int(np.count_nonzero(p & g)) / (p_size + g_size)
-        if not p_size:
+        dice = 2.0 * both / (p_size + g_size)
+        if distances is None:
             return {"dice": dice, "hd95": float("nan"), "note": "empty prediction: HD95 undefined"}
-        pred_to_gt, gt_to_pred = surface_distances(p, g, spacing, crop=False)
-        hd95 = max(np.percentile(pred_to_gt, 95), np.percentile(gt_to_pred, 95))
+        hd95 = max(np.percentile(distances[0], 95), np.percentile(distances[1], 95))
         return {"dice": dice, "hd95": float(hd95), "note": ""}
 
     def compute(self) -> dict[str, Any]:
@@ -209,7 +199,8 @@ class MedicalEvaluator:
             is what ``densevit evaluate`` and ``densevit score medical`` write.
         """
         cases: dict[str, list[dict[str, Any]]] = {}
-        for part in all_gather_objects(self._cases):
+        distributed = _distributed()
+        for part in distributed.all_gather_objects(self._cases) if distributed else [self._cases]:
             for case_id, rows in part.items():
                 cases.setdefault(case_id, rows)
         rows = [row for case_id in cases for row in cases[case_id]]

@@ -1,27 +1,43 @@
 """Semantic segmentation scores (aAcc, mIoU, mAcc, mDice) as mmsegmentation's ``IoUMetric``.
 
-One confusion matrix per dataset, counted with ``torch.bincount`` on the predictions' device
-and summed over processes; the scores are dataset-level (areas summed over all images before
-dividing), which is what mmsegmentation and the papers that use it report.
+One confusion matrix per dataset (int64, in numpy), summed over processes; the scores are
+dataset-level (areas summed over all images before dividing), which is what mmsegmentation and
+the papers that use it report.
+
+Each pair of label maps is counted with one ``bincount``: ``torch.bincount`` on the
+predictions' device for tensors (a model's outputs), ``numpy.bincount`` for arrays (files
+on disk: ``densevit score semantic`` never imports PyTorch).
 """
 from __future__ import annotations
 
+import sys
+import warnings
 from collections.abc import Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
-import torch
 
-from densevit.distributed import all_reduce_sum
+from densevit.data.labels import integer_labels
 from densevit.errors import UserInputError
+
+if TYPE_CHECKING:
+    import torch
 
 # Above this many (gt value, pred value) pairs the histogram of raw values would be too big;
 # such inputs hold labels far outside the class range and take the explicit path instead.
 _MAX_RAW_BINS = 1 << 24
 
 
+def _is_tensor(value: Any) -> bool:
+    """Whether ``value`` is a PyTorch tensor (without importing PyTorch: no tensor exists before it is)."""
+    torch = sys.modules.get("torch")
+    return torch is not None and isinstance(value, torch.Tensor)
+
+
 def _as_label_tensor(values: Any, what: str, device: torch.device | None = None) -> torch.Tensor:
     """``values`` as an integer tensor; float input is accepted only where every value is whole."""
+    import torch
+
     tensor = values if isinstance(values, torch.Tensor) else torch.as_tensor(np.asarray(values))
     if device is not None:
         tensor = tensor.to(device)
@@ -34,6 +50,53 @@ def _as_label_tensor(values: Any, what: str, device: torch.device | None = None)
     if tensor.is_complex():
         raise UserInputError(f"{what}: labels must be integers, got {tensor.dtype}")
     return tensor
+
+
+def _tensor_bounds(gt: torch.Tensor, pred: torch.Tensor) -> tuple[tuple[int, int], tuple[int, int]]:
+    """The smallest and largest value of each, in one transfer from the device."""
+    import torch
+
+    bounds = torch.stack([torch.stack(torch.aminmax(t)).to(torch.int64) for t in (gt, pred)])
+    (g_lo, g_hi), (p_lo, p_hi) = bounds.tolist()
+    return (g_lo, g_hi), (p_lo, p_hi)
+
+
+def _tensor_histogram(gt: torch.Tensor, pred: torch.Tensor, g_lo: int, p_lo: int, g_span: int,
+                      p_span: int) -> np.ndarray:
+    """``[g_span, p_span]`` counts of the (gt value, pred value) pairs, by ``torch.bincount``."""
+    import torch
+
+    # int32 codes halve the memory traffic; g_span * p_span fits easily. The copy keeps the
+    # in-place arithmetic off the caller's tensor when it already is int32.
+    code = gt.to(torch.int32, copy=True).sub_(g_lo).mul_(p_span).add_(pred.to(torch.int32)).sub_(p_lo)
+    raw = torch.bincount(code.flatten(), minlength=g_span * p_span).view(g_span, p_span)
+    return raw.cpu().numpy()
+
+
+def _array_histogram(gt: np.ndarray, pred: np.ndarray, g_lo: int, p_lo: int, g_span: int,
+                     p_span: int) -> np.ndarray:
+    """The same counts by ``numpy.bincount``."""
+    code = gt.astype(np.intp)  # bincount's own type: no copy there
+    if g_lo:
+        code -= g_lo
+    code *= p_span
+    np.add(code, pred, out=code, casting="unsafe")  # the bounds were checked: any integer type fits
+    if p_lo:
+        code -= p_lo
+    return np.bincount(code.ravel(), minlength=g_span * p_span).reshape(g_span, p_span)
+
+
+def _summed_over_processes(counts: np.ndarray, device: Any) -> np.ndarray:
+    """A copy of ``counts`` summed over the processes of a distributed run (on ``device``, where
+    the tensors were: NCCL reduces GPU tensors only). A process group needs PyTorch: without it
+    loaded there is none, and nothing to import."""
+    if "torch" not in sys.modules:
+        return counts.copy()
+    import torch
+
+    from densevit.distributed import all_reduce_sum
+
+    return all_reduce_sum(torch.tensor(counts, device=device)).cpu().numpy()
 
 
 class SemanticEvaluator:
@@ -65,7 +128,8 @@ class SemanticEvaluator:
 
     def reset(self) -> None:
         """Forget everything processed so far."""
-        self.confusion: torch.Tensor | None = None  # [num_classes gt, num_classes pred], int64
+        self.confusion: np.ndarray | None = None  # [num_classes gt, num_classes pred], int64
+        self._device: Any = None  # the device of the tensors counted, for the sum over processes
 
     def process(self, predictions: Any, targets: Any) -> None:
         """Count a batch.
@@ -73,7 +137,7 @@ class SemanticEvaluator:
         Args:
             predictions: label maps ``[B, H, W]`` or ``[H, W]`` (integer), or scores with a class
                 dimension ``[B, C, H, W]`` / ``[C, H, W]`` (float; the argmax over C is taken),
-                or a list of such per image (sizes may differ between images).
+                or a list of such per image (sizes may differ between images). Tensors or arrays.
             targets: ground-truth label maps, ``[B, H, W]`` / ``[H, W]`` or a list per image.
         """
         if isinstance(predictions, (list, tuple)):
@@ -82,36 +146,49 @@ class SemanticEvaluator:
             for prediction, target in zip(predictions, targets):
                 self.process(prediction, target)
             return
-        pred = predictions if isinstance(predictions, torch.Tensor) else torch.as_tensor(np.asarray(predictions))
-        gt = _as_label_tensor(targets, "ground truth", pred.device)
-        if pred.is_floating_point() and pred.dim() == gt.dim() + 1:
-            pred = pred.argmax(dim=-3)
-        pred = _as_label_tensor(pred, "prediction")
-        if pred.shape != gt.shape:
+        if _is_tensor(predictions) or _is_tensor(targets):
+            import torch
+
+            pred = predictions if _is_tensor(predictions) else torch.as_tensor(np.asarray(predictions))
+            gt = _as_label_tensor(targets, "ground truth", pred.device)
+            if pred.is_floating_point() and pred.dim() == gt.dim() + 1:
+                pred = pred.argmax(dim=-3)
+            pred = _as_label_tensor(pred, "prediction")
+            self._device = pred.device
+        else:
+            pred = np.asarray(predictions)
+            gt = integer_labels(targets, "ground truth")
+            if pred.dtype.kind == "f" and pred.ndim == gt.ndim + 1:
+                pred = pred.argmax(axis=-3)
+            pred = integer_labels(pred, "prediction")
+        if tuple(pred.shape) != tuple(gt.shape):
             raise UserInputError(f"prediction of shape {tuple(pred.shape)} and ground truth of shape "
                                  f"{tuple(gt.shape)} differ")
         counts = self.count(pred, gt)
         self.confusion = counts if self.confusion is None else self.confusion + counts
 
-    def count(self, pred: torch.Tensor, gt: torch.Tensor) -> torch.Tensor:
-        """The confusion matrix ``[num_classes gt, num_classes pred]`` (int64) of one pair of maps.
+    def count(self, pred: Any, gt: Any) -> np.ndarray:
+        """The confusion matrix ``[num_classes gt, num_classes pred]`` (int64) of one pair of
+        integer label maps of one shape (two tensors on one device, or two arrays).
 
         One ``bincount`` over the (gt value, pred value) pairs of the raw label values, so that
         invalid labels are found without extra passes; the ignore index and
         ``reduce_zero_label`` are applied to the small histogram, not to the pixels.
         """
-        if gt.numel() == 0:
-            return torch.zeros(self.num_classes, self.num_classes, dtype=torch.int64, device=pred.device)
-        bounds = torch.stack([torch.stack(torch.aminmax(t)).to(torch.int64) for t in (gt, pred)])
-        (g_lo, g_hi), (p_lo, p_hi) = bounds.tolist()
+        tensors = _is_tensor(pred)
+        if (gt.numel() if tensors else gt.size) == 0:
+            return np.zeros((self.num_classes, self.num_classes), dtype=np.int64)
+        if tensors:
+            (g_lo, g_hi), (p_lo, p_hi) = _tensor_bounds(gt, pred)
+        else:
+            (g_lo, g_hi), (p_lo, p_hi) = (int(gt.min()), int(gt.max())), (int(pred.min()), int(pred.max()))
         g_span, p_span = g_hi - g_lo + 1, p_hi - p_lo + 1
         if g_span * p_span > _MAX_RAW_BINS or min(g_lo, p_lo) < -(1 << 30) or max(g_hi, p_hi) >= 1 << 30:
+            if tensors:
+                pred, gt = pred.cpu().numpy(), gt.cpu().numpy()
             return self._count_explicit(pred, gt)
-        # int32 codes halve the memory traffic; g_span * p_span fits easily. The copy keeps the
-        # in-place arithmetic off the caller's tensor when it already is int32.
-        code = gt.to(torch.int32, copy=True).sub_(g_lo).mul_(p_span).add_(pred.to(torch.int32)).sub_(p_lo)
-        raw = torch.bincount(code.flatten(), minlength=g_span * p_span).view(g_span, p_span)
-        return self._raw_to_confusion(raw, g_lo, p_lo)
+        histogram = _tensor_histogram if tensors else _array_histogram
+        return self._raw_to_confusion(histogram(gt, pred, g_lo, p_lo, g_span, p_span), g_lo, p_lo)
 
     def _gt_rows(self, values: np.ndarray) -> np.ndarray:
         """Class row of each raw ground-truth value: -1 = ignored, -2 = invalid."""
@@ -123,42 +200,39 @@ class SemanticEvaluator:
         rows[~ignored & ((rows < 0) | (rows >= self.num_classes))] = -2
         return rows
 
-    def _raw_to_confusion(self, raw: torch.Tensor, g_lo: int, p_lo: int) -> torch.Tensor:
+    def _raw_to_confusion(self, raw: np.ndarray, g_lo: int, p_lo: int) -> np.ndarray:
         g_values = np.arange(g_lo, g_lo + raw.shape[0])
         p_values = np.arange(p_lo, p_lo + raw.shape[1])
         rows = self._gt_rows(g_values)
-        present_rows = (raw.sum(1) > 0).cpu().numpy()
-        bad_gt = g_values[(rows == -2) & present_rows]
+        bad_gt = g_values[(rows == -2) & (raw.sum(1) > 0)]
         if bad_gt.size:
             raise UserInputError(self._bad_labels("ground truth", bad_gt))
-        scored = raw[torch.as_tensor(rows >= 0, device=raw.device)]
+        scored = raw[rows >= 0]
         valid_cols = (p_values >= 0) & (p_values < self.num_classes)
-        bad_pred = p_values[~valid_cols & (scored.sum(0) > 0).cpu().numpy()]
+        bad_pred = p_values[~valid_cols & (scored.sum(0) > 0)]
         if bad_pred.size:
             raise UserInputError(self._bad_labels("prediction", bad_pred))
-        confusion = torch.zeros(self.num_classes, self.num_classes, dtype=torch.int64, device=raw.device)
-        row_index = torch.as_tensor(rows[rows >= 0], device=raw.device)
-        col_index = torch.as_tensor(p_values[valid_cols], device=raw.device)
-        confusion[row_index[:, None], col_index[None, :]] = scored[:, torch.as_tensor(valid_cols, device=raw.device)]
+        confusion = np.zeros((self.num_classes, self.num_classes), dtype=np.int64)
+        confusion[np.ix_(rows[rows >= 0], p_values[valid_cols])] = scored[:, valid_cols]
         return confusion
 
-    def _count_explicit(self, pred: torch.Tensor, gt: torch.Tensor) -> torch.Tensor:
+    def _count_explicit(self, pred: np.ndarray, gt: np.ndarray) -> np.ndarray:
         """The same counts by masking, for label values too spread out for the raw histogram."""
-        gt = gt.to(torch.int64)
+        gt = gt.astype(np.int64)
         ignored = gt == self.ignore_index
         if self.reduce_zero_label:
             ignored |= gt == 0
             gt = gt - 1
         bad = ~ignored & ((gt < 0) | (gt >= self.num_classes))
-        if bool(bad.any()):
-            values = gt[bad].unique()[:5].cpu().numpy() + (1 if self.reduce_zero_label else 0)
+        if bad.any():
+            values = np.unique(gt[bad])[:5] + (1 if self.reduce_zero_label else 0)
             raise UserInputError(self._bad_labels("ground truth", values))
-        gt, pred = gt[~ignored], pred[~ignored].to(torch.int64)
+        gt, pred = gt[~ignored], pred[~ignored].astype(np.int64)
         bad = (pred < 0) | (pred >= self.num_classes)
-        if bool(bad.any()):
-            raise UserInputError(self._bad_labels("prediction", pred[bad].unique()[:5].cpu().numpy()))
-        counts = torch.bincount(gt * self.num_classes + pred, minlength=self.num_classes ** 2)
-        return counts.view(self.num_classes, self.num_classes)
+        if bad.any():
+            raise UserInputError(self._bad_labels("prediction", np.unique(pred[bad])[:5]))
+        counts = np.bincount(gt * self.num_classes + pred, minlength=self.num_classes ** 2)
+        return counts.reshape(self.num_classes, self.num_classes).astype(np.int64, copy=False)
 
     def _bad_labels(self, what: str, values: np.ndarray) -> str:
         shown = ", ".join(str(int(v)) for v in values[:5])
@@ -181,20 +255,21 @@ class SemanticEvaluator:
         """
         local = self.confusion
         if local is None:
-            local = torch.zeros(self.num_classes, self.num_classes, dtype=torch.int64)
+            local = np.zeros((self.num_classes, self.num_classes), dtype=np.int64)
         # a copy: compute() may be called again, and the local counts must stay local
-        confusion = all_reduce_sum(local.clone()).cpu().to(torch.float64)
+        confusion = _summed_over_processes(local, self._device).astype(np.float64)
         intersect = confusion.diagonal()
         area_label, area_pred = confusion.sum(1), confusion.sum(0)
-        iou = intersect / (area_label + area_pred - intersect)
-        acc = intersect / area_label
-        dice = 2 * intersect / (area_label + area_pred)
-        with np.errstate(invalid="ignore"):
+        with np.errstate(invalid="ignore", divide="ignore"), warnings.catch_warnings():
+            warnings.simplefilter("ignore", RuntimeWarning)  # nanmean of only NaN: NaN, as mmsegmentation
+            iou = intersect / (area_label + area_pred - intersect)
+            acc = intersect / area_label
+            dice = 2 * intersect / (area_label + area_pred)
             result: dict[str, Any] = {
                 "aAcc": float(intersect.sum() / area_label.sum()),
-                "mIoU": float(torch.nanmean(iou)),
-                "mAcc": float(torch.nanmean(acc)),
-                "mDice": float(torch.nanmean(dice)),
+                "mIoU": float(np.nanmean(iou)),
+                "mAcc": float(np.nanmean(acc)),
+                "mDice": float(np.nanmean(dice)),
             }
         result["per_class"] = [
             {"class": name, "IoU": float(i), "Acc": float(a), "Dice": float(d), "pixels": int(n)}

@@ -16,7 +16,7 @@ from pycocotools.cocoeval import COCOeval
 from densevit.errors import UserInputError
 from densevit.evaluation.coco import STAT_NAMES, COCOEvaluator, scalar_metrics
 
-BACKENDS = ["pycocotools", "faster_coco_eval"]
+BACKENDS = ["auto", "pycocotools", "faster_coco_eval"]  # auto: densevit's own evaluator
 
 
 def pycocotools_stats(gt: dict, results: list[dict], iou_type: str = "bbox") -> np.ndarray:
@@ -202,7 +202,8 @@ def test_annotation_id_zero_is_matched(backend):
     np.testing.assert_allclose(stats_of(evaluate(with_zero, results, backend)), expected, rtol=0, atol=1e-12)
 
 
-def test_tensor_predictions_with_contiguous_labels():
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_tensor_predictions_with_contiguous_labels(backend):
     """``process`` takes a postprocessor's per-image xyxy boxes, contiguous labels and target ids."""
     gt, results = synthetic(seed=3)
     categories = [c["id"] for c in gt["categories"]]
@@ -214,7 +215,7 @@ def test_tensor_predictions_with_contiguous_labels():
                             "scores": torch.tensor([r["score"] for r in mine], dtype=torch.float64),
                             "labels": torch.tensor([categories.index(r["category_id"]) for r in mine])})
         targets.append({"image_id": torch.tensor([img["id"]])})
-    evaluator = COCOEvaluator(gt, label_to_category_id=categories, backend="pycocotools")
+    evaluator = COCOEvaluator(gt, label_to_category_id=categories, backend=backend)
     evaluator.process(predictions[:5], targets[:5])
     evaluator.process(predictions[5:], targets[5:])
     evaluator.process(predictions[:1], targets[:1])  # an image seen again (padded sampler) is ignored
@@ -224,7 +225,8 @@ def test_tensor_predictions_with_contiguous_labels():
     assert flat["bbox/AP"] == result["bbox"]["AP"] and len(flat) == 12
 
 
-def test_mask_predictions_as_binary_tensors():
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_mask_predictions_as_binary_tensors(backend):
     rng = np.random.default_rng(4)
     h, w = 40, 60
     gt = {"images": [{"id": 1, "height": h, "width": w}, {"id": 2, "height": h, "width": w}],
@@ -251,7 +253,7 @@ def test_mask_predictions_as_binary_tensors():
             rle = mask_utils.encode(np.asfortranarray(m))
             results.append({"image_id": image, "category_id": 5, "score": float(s),
                             "segmentation": {"size": [h, w], "counts": rle["counts"].decode()}})
-    evaluator = COCOEvaluator(gt, iou_types=("segm",), backend="pycocotools")
+    evaluator = COCOEvaluator(gt, iou_types=("segm",), backend=backend)
     evaluator.process(predictions)
     np.testing.assert_allclose(stats_of(evaluator.compute(), "segm"), pycocotools_stats(gt, results, "segm"),
                                rtol=0, atol=1e-12)

@@ -125,7 +125,7 @@ def test_spread_out_label_values_take_the_explicit_path_with_the_same_counts():
     far, near = SemanticEvaluator(4, ignore_index=10**9), SemanticEvaluator(4)
     far.process(torch.from_numpy(pred), torch.from_numpy(gt_far))
     near.process(torch.from_numpy(pred), torch.from_numpy(gt_near))
-    assert torch.equal(far.confusion, near.confusion)
+    assert np.array_equal(far.confusion, near.confusion)
 
 
 def test_labels_outside_the_classes_are_errors():
@@ -143,3 +143,39 @@ def test_labels_outside_the_classes_are_errors():
     # An out-of-range prediction on an ignored pixel is not scored, so not an error.
     evaluator.process(torch.tensor([[9, 1]]), torch.tensor([[255, 1]]))
     assert int(evaluator.confusion.sum()) == 1
+
+
+@pytest.mark.parametrize("ignore_index", [255, 10**9])  # the histogram path and the explicit one
+@pytest.mark.parametrize("dtype", [np.uint8, np.int32, np.int64, np.float32])
+def test_arrays_count_as_tensors_do(dtype, ignore_index):
+    """Files on disk are counted in numpy (no PyTorch): the same confusion matrix and scores."""
+    rng = np.random.default_rng(4)
+    gt = rng.integers(0, 5, (3, 19, 21)).astype(np.int64)
+    gt[rng.random(gt.shape) < 0.2] = ignore_index
+    pred = rng.integers(0, 5, (3, 19, 21))
+    if ignore_index > 255 and dtype != np.int64:
+        gt = gt.astype(np.int64)
+    else:
+        gt = gt.astype(dtype)
+    arrays, tensors = SemanticEvaluator(5, ignore_index=ignore_index), SemanticEvaluator(5, ignore_index=ignore_index)
+    arrays.process(list(pred.astype(dtype)), list(gt))
+    tensors.process(torch.from_numpy(pred), torch.from_numpy(gt))
+    assert isinstance(arrays.confusion, np.ndarray) and arrays.confusion.dtype == np.int64
+    assert np.array_equal(arrays.confusion, tensors.confusion)
+    assert arrays.compute() == tensors.compute()
+
+
+def test_array_scores_take_the_argmax_and_refuse_bad_labels():
+    rng = np.random.default_rng(5)
+    scores, gt = rng.normal(size=(3, 6, 7)), rng.integers(0, 3, (6, 7))
+    evaluator = SemanticEvaluator(3)
+    evaluator.process(scores, gt)
+    expected = SemanticEvaluator(3)
+    expected.process(scores.argmax(0), gt)
+    assert np.array_equal(evaluator.confusion, expected.confusion)
+    with pytest.raises(UserInputError, match="ground truth has labels 7 outside 0..2"):
+        evaluator.process(np.array([[0, 1]]), np.array([[7, 1]]))
+    with pytest.raises(UserInputError, match="prediction has labels 3 outside 0..2"):
+        evaluator.process(np.array([[3, 1]]), np.array([[0, 1]]))
+    with pytest.raises(UserInputError, match="non-integer"):
+        evaluator.process(np.array([[0, 1]]), np.array([[0.5, 1.0]]))
