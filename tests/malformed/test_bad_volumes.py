@@ -11,8 +11,8 @@ import nibabel as nib
 import numpy as np
 import pytest
 import yaml
+from malformed_helpers import error_line, warnings_of
 
-from densevit.cli import main
 from densevit.data.phantoms import write_phantoms
 
 # A TransUNet small enough that building it and one CPU step take about a second.
@@ -34,36 +34,6 @@ def write_config(folder: Path, data: dict[str, Any], num_classes: int = 4, **tra
     path = folder / "config.yaml"
     path.write_text(yaml.safe_dump(config))
     return str(path)
-
-
-@pytest.fixture
-def cli(capsys, tmp_path):
-    """``densevit`` in-process: ``cli("train", cfg, ...) -> (exit code, stderr)``."""
-    runs = []
-
-    def run(command: str, *args: str) -> tuple[int, str]:
-        runs.append(command)
-        extra = ["--out", str(tmp_path / f"run{len(runs)}"), "--device", "cpu"] if command == "train" else []
-        capsys.readouterr()
-        rc = main([command, *args, *extra])
-        return rc, capsys.readouterr().err
-
-    return run
-
-
-def error_line(rc: int, err: str, *names: object) -> str:
-    """The one error line of a failed run (exit code 2, no traceback); it names each of ``names``."""
-    assert rc == 2, err
-    assert "Traceback" not in err, err
-    errors = [line for line in err.splitlines() if ": error: " in line]
-    assert len(errors) == 1 and err.rstrip().endswith(errors[0]), err
-    for name in names:
-        assert str(name) in errors[0], (name, errors[0])
-    return errors[0]
-
-
-def warnings_of(err: str) -> list[str]:
-    return [line for line in err.splitlines() if ": warning: " in line]
 
 
 @pytest.fixture
