@@ -97,9 +97,13 @@ class Registry:
         """Call the factory registered as ``name`` with the given arguments."""
         return self.get(name)(*args, **kwargs)
 
-    def names(self, pattern: str | None = None) -> list[str]:
-        """Sorted registered names, optionally filtered by a shell-style ``pattern``."""
-        self._load_plugins()
+    def names(self, pattern: str | None = None, load_plugins: bool = True) -> list[str]:
+        """Sorted registered names, optionally filtered by a shell-style ``pattern``.
+
+        ``load_plugins=False`` lists only what the modules imported so far have registered.
+        """
+        if load_plugins:
+            self._load_plugins()
         names = sorted(self._factories)
         if pattern:
             names = [n for n in names if fnmatch.fnmatch(n, pattern)]

@@ -1,9 +1,6 @@
-"""Start-up: ``densevit --help``, ``--version`` and every ``densevit score`` kind run without
-importing PyTorch, torchvision or timm (each is run in a fresh interpreter, on tiny files).
-
-``densevit list`` is not among them: ``list backbones`` builds each backbone (on the ``meta``
-device) to print its channels and parameters, and the model names are registered by the head
-packages when they are imported (:mod:`densevit.registry`), and those import PyTorch.
+"""Start-up: ``densevit --help``, ``--version``, ``densevit list`` and every ``densevit score``
+kind run without importing PyTorch, torchvision or timm (each is run in a fresh interpreter, on
+tiny files).
 """
 from __future__ import annotations
 
@@ -90,6 +87,13 @@ def test_help_and_version_import_no_heavy_package():
         code, heavy, output = run_cli(*args)
         assert code == 0 and heavy == [], (args, heavy)
     assert "densevit 0.1.0" in run_cli("--version")[2]
+
+
+@pytest.mark.parametrize("kind", ["backbones", "models"])
+def test_list_imports_no_heavy_package(kind):
+    code, heavy, output = run_cli("list", kind)
+    assert code == 0 and heavy == [], (kind, heavy)
+    assert ("swin_tiny" if kind == "backbones" else "detr_r50") in output
 
 
 @pytest.mark.parametrize("kind, options", [

@@ -1,8 +1,13 @@
-"""``densevit list backbones``: every backbone with its channels, strides and parameter count."""
+"""``densevit list backbones|models``: every backbone with its channels, strides and parameter
+count, and every model name; the table read from densevit/catalogue.py is checked against the
+registries here (building each backbone on the meta device)."""
 from __future__ import annotations
 
 import contextlib
+import importlib.metadata
 import io
+import sys
+from pathlib import Path
 
 import pytest
 import timm
@@ -11,6 +16,8 @@ import torchvision
 
 from densevit.backbones import create_backbone, list_backbones
 from densevit.cli import main
+from densevit.cli.listing import catalogue_source
+from densevit.models import MODELS, list_models
 
 
 def table_rows(text: str) -> dict[str, list[str]]:
@@ -67,3 +74,41 @@ def test_unknown_kind_is_a_usage_error(capsys) -> None:
         main(["list", "datasets"])
     assert exit_info.value.code == 2
     assert "invalid choice" in capsys.readouterr().err
+
+
+def test_the_catalogue_is_what_the_registries_build() -> None:
+    """densevit/catalogue.py, which ``densevit list`` reads, is the registries' current text."""
+    written = (Path(__file__).resolve().parents[1] / "densevit" / "catalogue.py").read_text()
+    assert written == catalogue_source(), "densevit/catalogue.py is stale: run python tools/update_catalogue.py"
+
+
+def test_list_models_prints_every_built_in_model(capsys) -> None:
+    assert main(["list", "models"]) == 0
+    printed = capsys.readouterr().out.split()
+    built_in = [name for name in list_models() if MODELS.get(name).__module__.startswith("densevit.")]
+    assert printed == built_in and "detr_r50" in printed and "transunet_r50_vitb16" in printed
+    assert main(["list", "models", "rtdetr_*"]) == 0
+    assert capsys.readouterr().out.split() == [n for n in built_in if n.startswith("rtdetr_")]
+
+
+def test_list_models_adds_third_party_heads(tmp_path, monkeypatch, capsys) -> None:
+    """A package in the ``densevit.heads`` entry-point group is imported and its models listed."""
+    (tmp_path / "my_heads.py").write_text(
+        "from densevit.models import MODELS\n\n"
+        "@MODELS.register('my_listed_model')\n"
+        "def my_listed_model(num_classes):\n    raise AssertionError('listing builds nothing')\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    real = importlib.metadata.entry_points
+    extra = importlib.metadata.EntryPoint("mine", "my_heads", "densevit.heads")
+
+    def entry_points(**selection):
+        found = list(real(**selection))
+        return [*found, extra] if selection.get("group") == "densevit.heads" else found
+
+    monkeypatch.setattr(importlib.metadata, "entry_points", entry_points)
+    try:
+        assert main(["list", "models", "my_*"]) == 0
+        assert capsys.readouterr().out.split() == ["my_listed_model"]
+    finally:
+        MODELS._factories.pop("my_listed_model", None)
+        sys.modules.pop("my_heads", None)
