@@ -25,7 +25,13 @@ from typing import Any, Literal, Sequence, Union
 
 import yaml
 
-from densevit.config_checks import fraction, increasing, non_negative, positive
+from densevit.config_checks import (
+    did_you_mean,
+    fraction,
+    increasing,
+    non_negative,
+    positive,
+)
 from densevit.errors import ConfigError
 from densevit.io import plain
 from densevit.registry import UnknownNameError
@@ -135,7 +141,10 @@ class TrainConfig:
     sync_bn: bool = False  # BatchNorm statistics over all processes' batches (CUDA, more than one process)
     ema: EMAConfig = field(default_factory=EMAConfig)
     progress: bool = True  # tqdm bar on the main process
-    tensorboard: bool = True  # TensorBoard scalars when tensorboard is installed
+    # metrics.jsonl is always written; tensorboard, mlflow, wandb: see densevit.engine.trackers
+    loggers: list[Literal["jsonl", "tensorboard", "mlflow", "wandb"]] = field(
+        default_factory=lambda: ["jsonl", "tensorboard"])
+    tensorboard: bool = True  # the older switch: false leaves tensorboard out of loggers
     plot_curves: bool = True  # curves.png at the end of the run when matplotlib is installed
     imports: list[str] = field(default_factory=list)  # modules that register custom tasks/models
 
@@ -312,7 +321,7 @@ def _coerce(tp: Any, value: Any, where: str, path: str) -> Any:
     if origin is Literal:
         if value not in args:
             choices = ", ".join(repr(a) for a in args)
-            raise ConfigError(f"{where}: {path}: expected one of {choices}, got {value!r}")
+            raise ConfigError(f"{where}: {path}: expected one of {choices}, got {value!r}{did_you_mean(value, args)}")
         return value
     if origin in (list, Sequence) or tp is list:
         if not isinstance(value, list):

@@ -12,12 +12,14 @@ methods of config sections call these without it::
 """
 from __future__ import annotations
 
+import difflib
 import math
 from typing import Any, Iterable
 
 from densevit.errors import ConfigError
 
-__all__ = ["positive", "non_negative", "probability", "fraction", "at_least", "increasing", "positive_size"]
+__all__ = ["positive", "non_negative", "probability", "fraction", "at_least", "increasing", "positive_size",
+           "did_you_mean"]
 
 
 def _fail(key: str, what: str, value: Any) -> ConfigError:
@@ -82,3 +84,11 @@ def positive_size(values: int | Iterable[int], key: str) -> None:
         if isinstance(value, bool) or not isinstance(value, int) or value < 1:
             what = "positive integers" if isinstance(values, (list, tuple)) else "a positive integer"
             raise _fail(key, what, values)
+
+
+def did_you_mean(value: Any, choices: Iterable[Any]) -> str:
+    """`` (did you mean 'x'?)`` naming the choices closest to ``value``, or ``""`` when none is close."""
+    if not isinstance(value, str):
+        return ""
+    close = difflib.get_close_matches(value, [c for c in choices if isinstance(c, str)], n=3, cutoff=0.5)
+    return f" (did you mean {' or '.join(repr(c) for c in close)}?)" if close else ""

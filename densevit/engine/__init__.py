@@ -11,5 +11,6 @@
 * :mod:`~densevit.engine.signals`: Ctrl-C / SIGTERM as a clean, resumable stop.
 * :mod:`~densevit.distributed`, :mod:`~densevit.engine.sampler`: torchrun, DDP, shards.
 * :mod:`~densevit.engine.runtime`: device, precision, seeds, determinism.
-* :mod:`~densevit.engine.logs`: metrics.jsonl, TensorBoard, curves.png.
+* :mod:`~densevit.engine.logs`: metrics.jsonl, curves.png, and the trackers of ``train.loggers``.
+* :mod:`~densevit.engine.trackers`: TensorBoard, MLflow, W&B (``train.loggers``).
 """

@@ -1,4 +1,5 @@
-"""What a run leaves in its directory: metrics as JSON lines, TensorBoard scalars, a curves PNG.
+"""What a run leaves in its directory: metrics as JSON lines, a curves PNG, and the records
+of the experiment trackers ``train.loggers`` names (:mod:`densevit.engine.trackers`).
 
 Only the main process writes; on the others every method is a no-op.
 """
@@ -7,29 +8,53 @@ from __future__ import annotations
 import json
 import math
 from pathlib import Path
-from typing import Any
+from typing import Any, Sequence
 
+from densevit.engine.trackers import build_trackers, read_run_ids, write_run_ids
 from densevit.errors import UserInputError
 from densevit.io import atomic_path, dumps_json, write_text_atomic
 
 METRICS_FILE = "metrics.jsonl"
 CURVES_FILE = "curves.png"
+NOT_SCALARS = ("split", "step", "epoch")  # record keys that say where a record belongs
 
 
 class RunLogger:
-    """Appends records ``{"split": "train"|"val", "step": int, "epoch": int, name: value, ...}``."""
+    """Appends records ``{"split": "train"|"val", "step": int, "epoch": int, name: value, ...}`` to
+    ``metrics.jsonl`` (always) and sends their numbers to the trackers of ``loggers``.
 
-    def __init__(self, run_dir: Path, enabled: bool, tensorboard: bool = True) -> None:
+    ``tensorboard=False`` (the older ``train.tensorboard: false``) leaves TensorBoard out.
+    The trackers' packages are imported here; their runs open in :meth:`start`.
+    """
+
+    def __init__(self, run_dir: Path, enabled: bool, loggers: Sequence[str] = ("jsonl", "tensorboard"),
+                 tensorboard: bool = True) -> None:
         self.run_dir = run_dir
         self.enabled = enabled
         self.path = run_dir / METRICS_FILE
-        self.writer = _tensorboard_writer(run_dir) if enabled and tensorboard else None
+        self.trackers = build_trackers(list(loggers), tensorboard) if enabled else {}
+        self.started = False
+        self.already_sent: set[tuple[str, int]] = set()  # records the trackers got before a resume
+
+    def start(self, config: dict[str, Any], resumed: bool) -> None:
+        """Open the trackers' runs; a resumed run continues the runs whose ids the run folder kept."""
+        if not self.enabled or not self.trackers:
+            return
+        kept = read_run_ids(self.run_dir) if resumed else {}
+        ids = {name: tracker.start(config, self.run_dir, kept.get(name)) for name, tracker in self.trackers.items()}
+        self.started = True
+        write_run_ids(self.run_dir, {**kept, **{name: i for name, i in ids.items() if i}})
 
     def truncate_after(self, step: int) -> None:
-        """Drop records past ``step``: a resumed run rewrites them (they came after the checkpoint)."""
+        """Drop records past ``step``: a resumed run rewrites them (they came after the checkpoint).
+
+        The trackers received them already; when rewritten they are not sent again.
+        """
         if not self.enabled or not self.path.is_file():
             return
-        kept = [line for line in self.path.read_text().splitlines() if _step_of(line) <= step]
+        lines = self.path.read_text().splitlines()
+        kept = [line for line in lines if _step_of(line) <= step]
+        self.already_sent = {_where(line) for line in lines if _step_of(line) > step} - {None}
         write_text_atomic(self.path, "".join(line + "\n" for line in kept))
 
     def log(self, record: dict[str, Any]) -> None:
@@ -37,20 +62,30 @@ class RunLogger:
             return
         with self.path.open("a") as handle:
             handle.write(dumps_json(record) + "\n")
-        if self.writer is not None:
-            split, step = record["split"], record["step"]
-            for name, value in record.items():
-                if name not in ("split", "step", "epoch") and _is_number(value):
-                    self.writer.add_scalar(f"{split}/{name}", value, step)
-            self.writer.flush()
+        where = (record["split"], record["step"])
+        if not self.started or where in self.already_sent:
+            return
+        scalars = {k: v for k, v in record.items() if k not in NOT_SCALARS and _is_number(v)}
+        for tracker in self.trackers.values():
+            tracker.log_scalars(record["step"], scalars, prefix=record["split"])
 
-    def close(self, plot: bool = True) -> None:
-        """Close TensorBoard and draw ``curves.png`` (when matplotlib is installed)."""
+    def log_final(self, metrics: dict[str, Any], best: dict[str, float]) -> None:
+        """The final validation ``metrics`` as ``final/<name>`` and ``best`` as ``best/<name>``."""
+        if not self.started:
+            return
+        final = {f"final/{k}": v for k, v in metrics.items() if _is_number(v)}
+        final.update({f"best/{k}": v for k, v in best.items() if _is_number(v)})
+        for tracker in self.trackers.values():
+            tracker.log_final(final)
+
+    def close(self, plot: bool = True, failed: bool = False) -> None:
+        """End the trackers' runs (``failed``: the run stopped on an error) and draw ``curves.png``
+        (when matplotlib is installed)."""
         if not self.enabled:
             return
-        if self.writer is not None:
-            self.writer.close()
-            self.writer = None
+        for tracker in self.trackers.values():
+            tracker.close(failed)
+        self.trackers, self.started = {}, False
         if plot and self.path.is_file():
             plot_curves(self.path, self.run_dir / CURVES_FILE)
 
@@ -87,7 +122,7 @@ def plot_curves(metrics_path: Path, png_path: Path) -> bool:
     fig, axes = plt.subplots(1, 2, figsize=(11, 4))
     for ax, (split, title) in zip(axes, panels):
         rows = [r for r in records if r.get("split") == split]
-        names = sorted({k for r in rows for k, v in r.items() if k not in ("split", "step", "epoch", "lr") and _is_number(v)})
+        names = sorted({k for r in rows for k, v in r.items() if k not in (*NOT_SCALARS, "lr") and _is_number(v)})
         for name in names:
             points = [(r["step"], r[name]) for r in rows if _is_number(r.get(name))]
             ax.plot(*zip(*points), marker="o" if split == "val" else None, markersize=3, label=name)
@@ -104,19 +139,20 @@ def plot_curves(metrics_path: Path, png_path: Path) -> bool:
     return True
 
 
-def _tensorboard_writer(run_dir: Path) -> Any:
-    try:
-        from torch.utils.tensorboard import SummaryWriter
-    except ImportError:  # tensorboard is an optional extra
-        return None
-    return SummaryWriter(log_dir=str(run_dir / "tensorboard"))
-
-
 def _step_of(line: str) -> float:
     try:
         return json.loads(line).get("step", 0)
     except json.JSONDecodeError:  # a line cut short by a crash
         return math.inf
+
+
+def _where(line: str) -> tuple[str, int] | None:
+    """``(split, step)`` of a record line; None for a line cut short."""
+    try:
+        record = json.loads(line)
+    except json.JSONDecodeError:
+        return None
+    return record.get("split"), record.get("step")
 
 
 def _is_number(value: Any) -> bool:

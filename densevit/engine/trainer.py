@@ -102,7 +102,6 @@ class Trainer:
         # After wrapping: DDP has given every process rank 0's weights, so all averages start equal.
         self.ema = ModelEMA(self.model, tcfg.ema.decay, tcfg.ema.warmup) if tcfg.ema.decay > 0 else None
         self.state = LoopState()
-        self.logger = RunLogger(self.out_dir, self.main, tensorboard=tcfg.tensorboard)
         self.stop = StopRequest()
         self.stop_agreed = False  # every process saw the stop request in the same step
         self.step_lr = cfg.optim.lr
@@ -113,6 +112,8 @@ class Trainer:
         cfg, tcfg = self.cfg, self.cfg.train
         tcfg.check()
         self._make_run_dir()
+        # The trackers' packages are imported here: a missing one stops the run before any work.
+        self.logger = RunLogger(self.out_dir, self.main, tcfg.loggers, tensorboard=tcfg.tensorboard)
         set_deterministic(cfg.deterministic)
 
         # The same seed on every process for the weights (DDP starts from rank 0's anyway, and
@@ -221,6 +222,8 @@ class Trainer:
             unit="it",
         )
         try:
+            with dist.input_errors_shared(self.device):  # a tracker that cannot start stops every process
+                self.logger.start(self.cfg.to_dict(), resumed=path is not None)
             with self.stop:
                 while True:
                     if self.state.step < self.total_steps:
@@ -240,9 +243,11 @@ class Trainer:
                     self._validate()
                 if self.last_saved_step != self.state.step:
                     self.save(LAST)
+            best = {self.cfg.train.best_metric: self.state.best} if self.state.best is not None else {}
+            self.logger.log_final(self.state.metrics, best)
         finally:
             bar.close()
-            self.logger.close(plot=self.cfg.train.plot_curves)
+            self.logger.close(plot=self.cfg.train.plot_curves, failed=sys.exc_info()[1] is not None)
         if self.main:
             write_json_atomic(self.state.metrics, self.out_dir / FINAL_METRICS_FILE)
         return self.state.metrics
