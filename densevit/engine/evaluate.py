@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import dataclasses
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import torch
 from torch import nn
@@ -61,8 +61,17 @@ def evaluate_model(
     return dist.broadcast_object(metrics)
 
 
-def evaluate(cfg: ExperimentConfig, checkpoint: str | Path, device: str = "auto") -> dict[str, Any]:
-    """Score the checkpoint's weights on ``cfg``'s validation set (also under torchrun)."""
+# After scoring, on the main process: (task, model, validation dataset, device) -> None, e.g. drawing pictures.
+AfterScoring = Callable[[Task, nn.Module, Dataset, torch.device], None]
+
+
+def evaluate(cfg: ExperimentConfig, checkpoint: str | Path, device: str = "auto",
+             after: AfterScoring | None = None) -> dict[str, Any]:
+    """Score the checkpoint's weights on ``cfg``'s validation set (also under torchrun).
+
+    ``after`` runs on the main process once the metrics are computed (they are returned as
+    computed, whatever it does), with the task, the loaded model and the validation set.
+    """
     # The checkpoint provides every weight: never read model.pretrained (it may be gone).
     cfg = dataclasses.replace(cfg, model=dataclasses.replace(cfg.model, pretrained=None))
     torch_device = resolve_device(device if device != "auto" else cfg.train.device)
@@ -81,7 +90,7 @@ def evaluate(cfg: ExperimentConfig, checkpoint: str | Path, device: str = "auto"
         def make_loader(dataset: Dataset, sampler: Any, batch_size: int, drop_last: bool) -> DataLoader:
             return input_loader(dataset, sampler, batch_size, drop_last, cfg.train.num_workers, task.collate)
 
-        return evaluate_model(
+        metrics = evaluate_model(
             task,
             model,
             val_set,
@@ -91,6 +100,9 @@ def evaluate(cfg: ExperimentConfig, checkpoint: str | Path, device: str = "auto"
             resolve_precision(cfg.train.precision, torch_device),
             cfg.train.channels_last,
         )
+        if after is not None and dist.is_main_process():
+            after(task, model, val_set, torch_device)
+        return metrics
     finally:
         if joined:
             dist.shutdown_distributed()
