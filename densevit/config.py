@@ -44,7 +44,7 @@ class ModelConfig:
 
     name: str = ""
     num_classes: int = 0
-    pretrained: str | None = None  # a local checkpoint of the whole model (ours, or converted)
+    pretrained: str | None = None  # weights of the whole model: a file, or timm:<model> / hf-hub:<org>/<repo>
     kwargs: dict[str, Any] = field(default_factory=dict)
 
 

@@ -14,7 +14,8 @@ import inspect
 import textwrap
 from typing import Any, Callable
 
-from densevit.errors import ConfigError
+from densevit.errors import ConfigError, UserInputError
+from densevit.hub_weights import is_hub_name, parse_hub_name
 from densevit.models import MODELS
 from densevit.registry import UnknownNameError
 
@@ -24,6 +25,7 @@ def check_registered_model(model: Any, low: int, what: str) -> None:
     allowed values), known keyword arguments of plain types; else ``ConfigError("model....")``."""
     if model.num_classes < low:
         raise ConfigError(f"model.num_classes: expected {what}, got {model.num_classes}")
+    _check_weights_names(model)
     if not model.name:
         raise ConfigError("model.name: required, a registered model (densevit list models)")
     try:
@@ -43,6 +45,19 @@ def check_registered_model(model: Any, low: int, what: str) -> None:
             raise ConfigError(f"{path}: unknown argument of model {model.name!r}{hint} "
                               f"(known: {', '.join(sorted(accepted)) or 'none'})")
         _check_kwarg_type(accepted[key], value, path)
+
+
+def _check_weights_names(model: Any) -> None:
+    """Weights given by name (``timm:...``, ``hf-hub:...``) in ``model.pretrained`` or a
+    ``model.kwargs.*pretrained*`` value are well formed (no network; timm names must exist)."""
+    fields = [("model.pretrained", model.pretrained)]
+    fields += [(f"model.kwargs.{key}", value) for key, value in model.kwargs.items() if "pretrained" in str(key)]
+    for path, value in fields:
+        if isinstance(value, str) and is_hub_name(value):
+            try:
+                parse_hub_name(value)
+            except UserInputError as err:
+                raise ConfigError(f"{path}: {err}") from None
 
 
 def _check_kwarg_type(param: inspect.Parameter | None, value: Any, path: str) -> None:

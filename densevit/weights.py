@@ -3,7 +3,9 @@
 * :func:`read_weights`: ``.pth`` / ``.pt`` / anything ``torch.load`` reads (always with
   ``weights_only=True``: a weight file is data, never code), ``.safetensors`` and Google's
   ``.npz`` (arrays as tensors, under Google's names). Missing, truncated, corrupt and unsafe
-  files are one :class:`UserInputError` naming the file.
+  files are one :class:`UserInputError` naming the file. A weights name (``timm:<model>``,
+  ``hf-hub:<org>/<repo>[/<file>]``) stands for its file in the Hugging Face cache
+  (:mod:`densevit.hub_weights`, which fetches it when it is not there yet).
 * :func:`state_dict_of`: the tensors inside the usual wrappers (``model``, ``state_dict``,
   ``state_dict_ema``, ``ema`` / ``module``), without DistributedDataParallel's ``module.`` prefix.
 * :func:`load_state`: load a state dict into a module. Missing and unexpected keys are an
@@ -31,6 +33,7 @@ import torch
 from torch import Tensor, nn
 
 from densevit.errors import UserInputError
+from densevit.hub_weights import resolve_weights
 
 logger = logging.getLogger(__name__)
 
@@ -47,9 +50,9 @@ def read_weights(path: str | Path, what: str = "weight file", map_location: str 
 
     ``what`` names the file in messages ("checkpoint", "pretrained weights"); ``allowed_globals``
     are extra classes a ``torch.load`` may rebuild (the official DETR files hold an
-    ``argparse.Namespace``).
+    ``argparse.Namespace``). ``path`` may be a weights name (see the module docstring).
     """
-    path = Path(path)
+    path = resolve_weights(path)
     if not path.is_file():
         raise UserInputError(f"{path}: {what} not found")
     if path.suffix == ".safetensors":
@@ -156,13 +159,13 @@ def load_state(module: nn.Module, state: dict[str, Tensor], source: str | Path, 
 
 
 def load_pretrained_model(model: nn.Module, path: str | Path) -> LoadReport | None:
-    """Load a config's ``model.pretrained`` file into ``model`` (see the module docstring).
+    """Load a config's ``model.pretrained`` (a file or a weights name) into ``model`` (see the module docstring).
 
     Whole-model weights load strictly, except the classifier (``model.classifier_prefixes``),
     which may have another number of classes. Other files go to the backbone
     (``model.backbone_prefixes``), whose ``load_weights_file`` reads any layout it knows.
     """
-    path = Path(path)
+    path = resolve_weights(path)
     content = read_weights(path, "pretrained weights")
     own = model.state_dict()
     state = None if path.suffix == ".npz" else state_dict_of(content, path)

@@ -2,8 +2,9 @@
 
 ``create_backbone(name, pretrained=None, **kw)`` builds one by name (``list_backbones()`` gives
 the names); ``pretrained`` is a local weight file in our key layout or the library's (see
-``densevit.backbones.weights``). Nothing is ever downloaded: every timm network is created
-with ``pretrained=False``.
+``densevit.backbones.weights``), or a weights name (``timm:<model>``, ``hf-hub:<org>/<repo>``,
+see :mod:`densevit.hub_weights`), the only thing ever downloaded. Every timm network is created
+with ``pretrained=False`` and then loaded through the one weights path.
 
 Families (each module registers its names when imported here):
   * ``vit``: vit_tiny_patch16, vit_small_patch16, vit_base_patch16 (optional ViTDet pyramid);

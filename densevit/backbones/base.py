@@ -66,7 +66,7 @@ class Backbone(nn.Module):
         return {f"body.{k}": v for k, v in state.items()}
 
     def load_weights_file(self, path: str | Path) -> None:
-        """Load a local weight file in our key layout or the library's (see :mod:`densevit.backbones.weights`)."""
+        """Load a weight file (or weights name) in our key layout or the library's (see :mod:`densevit.backbones.weights`)."""
         from densevit.backbones.weights import load_pretrained
 
         load_pretrained(self, path)

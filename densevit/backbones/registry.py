@@ -11,10 +11,11 @@ BACKBONES = Registry("backbone")
 
 
 def create_backbone(name: str, pretrained: str | Path | None = None, **kwargs: Any) -> Backbone:
-    """Build the registered backbone ``name``; ``pretrained`` is a local weight file or None.
+    """Build the registered backbone ``name``; ``pretrained`` is a local weight file, a weights
+    name (``timm:<model>``, ``hf-hub:<org>/<repo>[/<file>]``, see :mod:`densevit.hub_weights`) or None.
 
-    The network is always created with random weights first (nothing is downloaded), then the
-    file, if given, is loaded with ``densevit.backbones.weights.load_pretrained``.
+    The network is always created with random weights first, then the weights, if given, are
+    loaded with ``densevit.backbones.weights.load_pretrained``; only a named file is ever fetched.
     """
     from densevit.backbones.weights import load_pretrained
 

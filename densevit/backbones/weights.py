@@ -1,4 +1,4 @@
-"""Loading backbone weights from a local file: ours, or the library's (timm / torchvision) layout.
+"""Loading backbone weights from a file, ours or in the library's (timm / torchvision) layout.
 
 Files are read by :func:`densevit.weights.read_weights` (``.pth``, ``.pt``, ``.safetensors``,
 always as data; Google's ViT ``.npz`` for the backbones that take it), and the state dict is
@@ -14,7 +14,8 @@ Key layouts:
 
 Keys the file lacks or the model does not know are logged as one warning that names them; a
 file that matches no key at all, or whose tensors have the wrong shapes, is a UserInputError.
-Nothing is ever downloaded.
+A weights name (``timm:<model>``, ``hf-hub:<org>/<repo>[/<file>]``) stands for its file in the
+Hugging Face cache (:mod:`densevit.hub_weights`); nothing else is ever downloaded.
 """
 from __future__ import annotations
 
@@ -22,12 +23,20 @@ from pathlib import Path
 
 from densevit.backbones.base import Backbone
 from densevit.errors import UserInputError
-from densevit.weights import _listed, load_state, read_weights, state_dict_of
+from densevit.weights import (
+    LoadReport,
+    _listed,
+    load_state,
+    read_weights,
+    resolve_weights,
+    state_dict_of,
+)
 
 
-def load_pretrained(backbone: Backbone, path: str | Path) -> None:
-    """Load the weights in ``path`` into ``backbone``, in our key layout or the library's."""
-    path = Path(path)
+def load_pretrained(backbone: Backbone, path: str | Path) -> LoadReport:
+    """Load the weights in ``path`` (a file or a weights name) into ``backbone``, in our key
+    layout or the library's; the report lists the keys the file lacked or the backbone lacks."""
+    path = resolve_weights(path)
     if path.suffix == ".npz" and not backbone.accepts_google_npz:
         raise UserInputError(
             f"{path}: a Google ViT .npz loads only into r50_vit_b16 or vit_b16_transunet, "
@@ -48,4 +57,4 @@ def load_pretrained(backbone: Backbone, path: str | Path) -> None:
             f"{path}: none of its {len(state)} keys belong to {type(backbone).__name__} "
             f"(file has {_listed(state)}; expected e.g. {_listed(own)})"
         )
-    load_state(backbone, state, path, strict=False)
+    return load_state(backbone, state, path, strict=False)

@@ -2,8 +2,8 @@
 
 Every classifier takes its backbone from the registry (``densevit list backbones``). The
 generic ``classifier`` takes the backbone by name (``model.kwargs.backbone: cswin_tiny``); the
-named ones fix it. ``backbone_pretrained`` is a local weight file for the backbone, in our
-layout or the library's (timm / torchvision); a library ImageNet file also gives the head when
+named ones fix it. ``backbone_pretrained`` is a weight file for the backbone, in our
+layout or the library's (timm / torchvision), or a weights name (``timm:...``, ``hf-hub:...``); a library ImageNet file also gives the head when
 ``num_classes`` is its class count (1000), so that the model predicts ImageNet labels.
 ``backbone_kwargs`` go to the backbone (``drop_path_rate``), ``drop_rate`` is the dropout before
 the head.

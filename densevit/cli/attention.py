@@ -25,7 +25,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("image", type=Path, metavar="IMAGE", help="the image to look at")
     parser.add_argument("--out", type=Path, required=True, help="output folder")
     parser.add_argument("--weights", type=Path,
-                        help="with a model or backbone name: a local weight file (default: random weights)")
+                        help="with a model or backbone name: a weight file, or timm:<model> / hf-hub:<org>/<repo> "
+                        "(default: random weights)")
     parser.add_argument("--head", type=int,
                         help="show this attention head (default: the mean over heads; RT-DETR: every head; CSWin: "
                         "this head of each stripe's half)")

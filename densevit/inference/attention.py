@@ -95,7 +95,7 @@ class LoadedModel:
 
 def load_model(source: str, weights: Path | None = None, num_classes: int = 80) -> LoadedModel:
     """A densevit checkpoint file, or a registered backbone / model name (random weights, or
-    ``weights``, a local file), in eval mode."""
+    ``weights``, a local file or a weights name such as ``timm:...``), in eval mode."""
     path = Path(source)
     if path.suffix in CHECKPOINT_SUFFIXES or path.is_file():
         if weights is not None:

@@ -1,7 +1,7 @@
 """Registered TransUNet variants: ``densevit.create_model("transunet_r50_vitb16", num_classes=9)``.
 
 Every variant takes its encoder from the backbone registry; ``backbone_pretrained`` in the
-kwargs is a local weight file for it. ``transunet_r50_vitb16`` and ``transunet_vit_b16_ref``
+kwargs is a weight file for it (or a weights name, ``timm:...`` / ``hf-hub:...``). ``transunet_r50_vitb16`` and ``transunet_vit_b16_ref``
 use TransUNet's own encoder (backbones ``r50_vit_b16`` / ``vit_b16_transunet``), so that
 published TransUNet checkpoints and Google ViT ``.npz`` weights load exactly (the ``.npz`` as
 ``model.pretrained`` or ``backbone_pretrained``); their sizes (``img_size``, ``hidden``,
