@@ -13,12 +13,13 @@ from pathlib import Path
 from typing import Sequence
 
 from densevit.data import IMAGE_SUFFIXES
+from densevit.data.sitk_volumes import SITK_SUFFIXES  # light: imports no SimpleITK or PyTorch
 from densevit.errors import UserInputError
 
 # Here rather than in densevit.data.volumes (which imports PyTorch), so that pairing files to score stays light.
 NIFTI_SUFFIXES = (".nii.gz", ".nii")
 PICTURE_SUFFIXES = (*IMAGE_SUFFIXES, ".gif")
-LABEL_SUFFIXES = NIFTI_SUFFIXES + PICTURE_SUFFIXES
+LABEL_SUFFIXES = NIFTI_SUFFIXES + SITK_SUFFIXES + PICTURE_SUFFIXES
 SKIPPED_FOLDERS = ("pictures",)
 
 

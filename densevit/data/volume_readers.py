@@ -1,4 +1,5 @@
-"""Reading volume files: NIfTI images and labels, TransUNet's Synapse ``.npz`` slices and ``.h5``
+"""Reading volume files: NIfTI images and labels (and, through SimpleITK, NRRD, MetaImage and
+DICOM series: :mod:`densevit.data.sitk_volumes`), TransUNet's Synapse ``.npz`` slices and ``.h5``
 volumes. Each reader refuses a malformed file with one error line naming it: a file that cannot
 be read (empty, not gzip, truncated), a missing array (and the arrays it has), NaN or infinite
 voxels (and how many), labels that are not whole numbers or not classes.
@@ -6,6 +7,7 @@ voxels (and how many), labels that are not whole numbers or not classes.
 from __future__ import annotations
 
 import zipfile
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -13,15 +15,34 @@ import nibabel as nib
 import numpy as np
 import numpy.lib.format as npy_format
 
+from densevit.data.pairing import NIFTI_SUFFIXES
 from densevit.data.sample_checks import (
     check_finite,
     check_label_values,
     one_line,
     whole_labels,
 )
+from densevit.data.sitk_volumes import (
+    SITK_SUFFIXES,
+    read_sitk_volume,
+    sitk_suffix,
+    spacing_of,
+)
 from densevit.errors import UserInputError
 
 SYNAPSE_ARRAYS = ("image", "label")
+VOLUME_SUFFIXES = NIFTI_SUFFIXES + SITK_SUFFIXES
+
+
+@dataclass(frozen=True)
+class VolumeGeometry:
+    """Where a volume's voxels lie: ``affine`` [4,4] maps voxel ``(x, y, z)`` to RAS+ millimetres,
+    ``spacing`` is the voxel size (mm), ``header`` the NIfTI header of a NIfTI file (None for
+    other formats), written back with predictions."""
+
+    affine: np.ndarray
+    spacing: tuple[float, ...]
+    header: nib.Nifti1Header | None = None
 
 
 def _reason(err: BaseException) -> str:
@@ -45,17 +66,28 @@ def read_nifti(path: str | Path) -> tuple[np.ndarray, nib.Nifti1Image]:
     return data, image
 
 
-def read_image_volume(path: str | Path) -> tuple[np.ndarray, nib.Nifti1Image]:
-    """:func:`read_nifti` of an image: NaN or infinite voxels are an error giving their count."""
+def read_volume(path: str | Path) -> tuple[np.ndarray, VolumeGeometry]:
+    """Voxels ``[X,Y,Z]`` (``[X,Y,Z,C]`` for 4D NIfTI) and geometry of a NIfTI, NRRD or MetaImage
+    file or a DICOM series folder, in NIfTI's axis order and orientation whatever the format."""
+    path = Path(path)
+    if path.is_dir() or sitk_suffix(path.name):
+        data, affine = read_sitk_volume(path)
+        return data, VolumeGeometry(affine, spacing_of(affine))
     data, image = read_nifti(path)
+    return data, VolumeGeometry(image.affine, tuple(float(z) for z in image.header.get_zooms()[:3]), image.header)
+
+
+def read_image_volume(path: str | Path) -> tuple[np.ndarray, VolumeGeometry]:
+    """:func:`read_volume` of an image: NaN or infinite voxels are an error giving their count."""
+    data, geometry = read_volume(path)
     check_finite(data, path)
-    return data, image
+    return data, geometry
 
 
 def read_label(path: Path, num_classes: int | None = None, ignore_index: int | None = None) -> np.ndarray:
     """Integer label volume (int64); float files must hold whole numbers; with ``num_classes``
     every value must be a class or ``ignore_index``."""
-    labels = whole_labels(read_nifti(path)[0], path)
+    labels = whole_labels(read_volume(path)[0], path)
     check_label_values(labels, path, num_classes, ignore_index)
     return labels
 

@@ -7,7 +7,10 @@ Layouts read by :func:`find_nifti_cases`:
 * Case folders: ``ROOT/CASE/<modality>.nii.gz`` for each modality named in the config, and
   ``ROOT/CASE/<label>.nii.gz``; ``ROOT`` itself may be the one case folder.
 
-Arrays keep NIfTI's (x, y, z) order; slices are taken along the last axis. Training iterates
+Files may also be NRRD (``.nrrd``, ``.nhdr``) or MetaImage (``.mha``, ``.mhd``), read through
+SimpleITK (``densevit[medical]``) into the same arrays and affines as NIfTI. Arrays keep NIfTI's
+(x, y, z) order; slices are taken along the last axis. The modalities of a case must lie on one
+voxel grid (same shape, spacing, origin and direction). Training iterates
 over slices (:class:`SliceDataset`); evaluation over whole cases (:class:`CaseDataset`), so
 that Dice and HD95 are computed per volume.
 
@@ -27,9 +30,10 @@ import torch
 from torch.utils.data import Dataset
 
 from densevit.data.compose import Augmented
-from densevit.data.pairing import NIFTI_SUFFIXES
 from densevit.data.sample_checks import BadSamples, BadSamplesPolicy, check_label_values
 from densevit.data.volume_readers import (  # noqa: F401 - read_nifti is part of this module's interface
+    VOLUME_SUFFIXES,
+    VolumeGeometry,
     check_synapse_npz,
     read_image_volume,
     read_label,
@@ -44,7 +48,8 @@ Normalisation = Literal["ct", "zscore", "none"]
 
 @dataclass
 class VolumeCase:
-    """One case: ``image`` [C, X, Y, Z] float32 (preprocessed), ``label`` [X, Y, Z] int64 or None."""
+    """One case: ``image`` [C, X, Y, Z] float32 (preprocessed), ``label`` [X, Y, Z] int64 or None;
+    ``header``: the first image's NIfTI header (None for other formats), written back with predictions."""
 
     case_id: str
     image: np.ndarray
@@ -53,6 +58,7 @@ class VolumeCase:
     spacing: tuple[float, ...]
     image_paths: tuple[Path, ...]
     label_path: Path | None
+    header: Any = None
 
 
 # ----------------------------------------------------------------------------- preprocessing
@@ -88,15 +94,15 @@ def normalise(volume: np.ndarray, how: Normalisation, ct_window: Sequence[float]
 # ----------------------------------------------------------------------------- reading files
 
 
-def _strip_nifti(name: str) -> str | None:
-    for suffix in NIFTI_SUFFIXES:
-        if name.endswith(suffix):
+def _strip_volume_suffix(name: str) -> str | None:
+    for suffix in VOLUME_SUFFIXES:
+        if name.lower().endswith(suffix):
             return name[: -len(suffix)]
     return None
 
 
-def _nifti_in(folder: Path, stem: str) -> Path | None:
-    for suffix in NIFTI_SUFFIXES:
+def _volume_in(folder: Path, stem: str) -> Path | None:
+    for suffix in VOLUME_SUFFIXES:
         if (folder / f"{stem}{suffix}").is_file():
             return folder / f"{stem}{suffix}"
     return None
@@ -114,16 +120,17 @@ def find_nifti_cases(root: Path, modalities: Sequence[str] = (), label_name: str
             f"{root}: case folders need data.modalities (image file stems) and data.label_name "
             "(label file stem), or an imagesTr/labelsTr layout"
         )
-    folders = [root] if _nifti_in(root, label_name) or _nifti_in(root, modalities[0]) else sorted(
+    folders = [root] if _volume_in(root, label_name) or _volume_in(root, modalities[0]) else sorted(
         p for p in root.iterdir() if p.is_dir()
     )
     cases = []
     for folder in folders:
-        images = [_nifti_in(folder, m) for m in modalities]
+        images = [_volume_in(folder, m) for m in modalities]
         missing = [m for m, p in zip(modalities, images) if p is None]
         if missing:
-            raise UserInputError(f"{folder}: missing modality file(s) {missing} (.nii or .nii.gz)")
-        cases.append((folder.name, images, _nifti_in(folder, label_name)))
+            raise UserInputError(f"{folder}: missing modality file(s) {missing} "
+                                  f"({', '.join(VOLUME_SUFFIXES)})")
+        cases.append((folder.name, images, _volume_in(folder, label_name)))
     if not cases:
         raise UserInputError(f"{root}: no case folders found")
     return cases
@@ -133,15 +140,32 @@ def _decathlon_cases(root: Path) -> list[tuple[str, list[Path], Path | None]]:
     image_dir = root / "imagesTr" if (root / "imagesTr").is_dir() else root / "imagesTs"
     grouped: dict[str, list[Path]] = {}
     for path in sorted(image_dir.iterdir()):
-        stem = _strip_nifti(path.name)
+        stem = _strip_volume_suffix(path.name)
         if stem is None or stem.startswith("."):
             continue
         match = re.fullmatch(r"(.+)_(\d{4})", stem)  # nnU-Net: one file per modality
         grouped.setdefault(match.group(1) if match else stem, []).append(path)
     if not grouped:
-        raise UserInputError(f"{image_dir}: no .nii/.nii.gz images")
+        raise UserInputError(f"{image_dir}: no {'/'.join(VOLUME_SUFFIXES)} images")
     label_dir = root / "labelsTr"
-    return [(case, files, _nifti_in(label_dir, case)) for case, files in grouped.items()]
+    return [(case, files, _volume_in(label_dir, case)) for case, files in grouped.items()]
+
+
+def check_same_grid(geometry: VolumeGeometry, path: Path, reference: VolumeGeometry, reference_path: Path) -> None:
+    """The modality ``path`` lies on the voxel grid of ``reference_path`` (spacing, origin and
+    direction within 1e-4, as float32 headers store them); else one error naming both and what differs."""
+    if np.allclose(geometry.affine, reference.affine, rtol=1e-5, atol=1e-4):
+        return
+    ours, theirs = ({"spacing": np.asarray(g.spacing), "origin": g.affine[:3, 3],
+                     "direction": g.affine[:3, :3] / np.asarray(g.spacing)} for g in (geometry, reference))
+    differ = [k for k in ours if not np.allclose(ours[k], theirs[k], rtol=1e-5, atol=1e-4)]
+
+    def described(g: VolumeGeometry) -> str:
+        return (f"spacing {tuple(round(float(v), 4) for v in g.spacing)}, origin "
+                f"{tuple(round(float(v), 3) for v in g.affine[:3, 3])} (RAS)")
+    raise UserInputError(f"{path}: voxel grid ({described(geometry)}) differs in {' and '.join(differ)} from "
+                         f"{reference_path} ({described(reference)}); expected the modalities of a case on one grid "
+                         "(same spacing, origin and direction)")
 
 
 def model_takes(channels: int, in_chans: int | None) -> bool:
@@ -160,14 +184,17 @@ def load_case(
     in_chans: int | None = None,
 ) -> VolumeCase:
     """Read and preprocess one case; every problem is one error naming the file: unreadable
-    files, NaN/Inf voxels, image and label shapes that differ (both files and shapes named),
+    files, NaN/Inf voxels, modalities on different voxel grids, image and label shapes that
+    differ (both files and shapes named),
     labels that are not whole numbers, or (given ``num_classes``) not classes or
     ``ignore_index``, and (given ``in_chans``) a channel count the model does not take."""
     channels = []
-    headers = []
+    geometries = []
     for path in image_paths:
-        data, nifti = read_image_volume(path)
-        headers.append(nifti)
+        data, geometry = read_image_volume(path)
+        if geometries:
+            check_same_grid(geometry, path, geometries[0], image_paths[0])
+        geometries.append(geometry)
         stack = [data[..., i] for i in range(data.shape[-1])] if data.ndim == 4 else [data]
         for volume in stack:
             if volume.ndim != 3:
@@ -192,9 +219,8 @@ def load_case(
                 f"{image.shape[1:]}; image and label must cover the same voxels"
             )
         check_label_values(label, label_path, num_classes, ignore_index)
-    first = headers[0]
-    spacing = tuple(float(s) for s in first.header.get_zooms()[:3])
-    return VolumeCase(case_id, image, label, first.affine, spacing, tuple(image_paths), label_path)
+    first = geometries[0]
+    return VolumeCase(case_id, image, label, first.affine, first.spacing, tuple(image_paths), label_path, first.header)
 
 
 def load_nifti_cases(root: Path, modalities: Sequence[str] = (), label_name: str = "",

@@ -2,9 +2,9 @@
 
 Predictions and ground truth are paired by :func:`densevit.data.pairing.pair_label_files`
 (by name, flat or case by case, with name endings dropped); each pair is read by
-:func:`read_label_file` (a NIfTI volume with its spacing, or a 2D label picture); masks stored
-as 0/255 are read as 0/1 (:func:`densevit.data.labels.binary_mapping`); field-of-view masks
-keep pixels outside the eye (DRIVE) out of the scores.
+:func:`read_label_file` (a NIfTI, NRRD or MetaImage volume with its spacing, or a 2D label
+picture); masks stored as 0/255 are read as 0/1 (:func:`densevit.data.labels.binary_mapping`);
+field-of-view masks keep pixels outside the eye (DRIVE) out of the scores.
 """
 from __future__ import annotations
 
@@ -16,16 +16,21 @@ import numpy as np
 from densevit.data.images import read_label_map
 from densevit.data.labels import apply_fov, binary_mapping
 from densevit.data.pairing import NIFTI_SUFFIXES, LabelPair
+from densevit.data.sitk_volumes import read_sitk_volume, sitk_suffix, spacing_of
 from densevit.errors import UserInputError, note, suspicious
 
 
 def read_label_file(path: Path) -> tuple[np.ndarray, tuple[float, ...] | None]:
-    """Labels of a NIfTI file (with its voxel spacing) or of a label picture (spacing None)."""
+    """Labels of a NIfTI, NRRD or MetaImage volume (with its voxel spacing) or of a label picture
+    (spacing None)."""
     if path.name.lower().endswith(NIFTI_SUFFIXES):
         from densevit.data.volume_readers import read_nifti  # nibabel, only for NIfTI
 
         data, image = read_nifti(path)
         return data, tuple(float(z) for z in image.header.get_zooms()[: data.ndim])
+    if sitk_suffix(path.name):
+        data, affine = read_sitk_volume(path)
+        return data, spacing_of(affine)
     return read_label_map(path), None
 
 

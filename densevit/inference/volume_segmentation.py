@@ -1,12 +1,15 @@
 """Volume segmentation predictions: label volumes laid out as the ground truth is, so that
 ``densevit score`` pairs them directly, and a picture of each case in ``pictures/``.
 
-A NIfTI file, or a folder of cases as training reads them, is preprocessed as in training and
-segmented by :func:`~densevit.segmentation.inferer.segment_volume`. The labels (with the input's
-affine and header) go where the ground truth's would be: a file ``NAME.nii.gz`` gives
-``NAME.nii.gz`` (nnU-Net's ``_0000`` channel suffix dropped), a Decathlon folder (``imagesTr``)
-gives ``CASE.nii.gz`` as in ``labelsTr``, a folder of case folders gives
-``CASE/<data.label_name>.nii.gz``; ``pictures/CASE.png`` shows the slice with the most foreground.
+A volume file (NIfTI; NRRD or MetaImage through SimpleITK), a DICOM series folder, or a folder
+of cases as training reads them, is preprocessed as in training and segmented by
+:func:`~densevit.segmentation.inferer.segment_volume`. The labels go where the ground truth's
+would be, on the input's voxel grid (spacing, origin, direction) and in its format: a file
+``NAME.nii.gz`` gives ``NAME.nii.gz`` (nnU-Net's ``_0000`` channel suffix dropped), ``NAME.nrrd``
+or ``NAME.nhdr`` gives ``NAME.nrrd``, ``NAME.mha`` or ``NAME.mhd`` gives ``NAME.mha``; a DICOM
+series folder ``NAME/`` gives ``NAME.nii.gz`` (NIfTI with the series' geometry); a Decathlon
+folder (``imagesTr``) gives ``CASE.<suffix>`` as in ``labelsTr``, a folder of case folders gives
+``CASE/<data.label_name>.<suffix>``; ``pictures/CASE.png`` shows the slice with the most foreground.
 """
 from __future__ import annotations
 
@@ -19,12 +22,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from densevit.data.volumes import (
-    NIFTI_SUFFIXES,
-    find_nifti_cases,
-    load_case,
-    read_nifti,
-)
+from densevit.data.sitk_volumes import WRITTEN_SUFFIX, is_dicom_folder, sitk_suffix
+from densevit.data.volumes import VOLUME_SUFFIXES, find_nifti_cases, load_case
 from densevit.errors import UserInputError
 from densevit.inference.export import EXPORTERS, ExportSpec
 from densevit.inference.pictures import PICTURES, enlarge, overlay, to_uint8_grey
@@ -35,23 +34,34 @@ from densevit.segmentation.inferer import segment_volume
 from densevit.segmentation.volume_task import VolumeSegmentationTask
 
 
+def written_suffix(image: Path) -> str:
+    """The suffix of the labels predicted for ``image``: its own format's (a DICOM series: NIfTI)."""
+    suffix = sitk_suffix(image.name)
+    return WRITTEN_SUFFIX[suffix] if suffix else ".nii.gz"
+
+
 def volume_inputs(task: VolumeSegmentationTask, inputs: list[Path]) -> list[tuple[str, list[Path], Path]]:
     """``(case id, image files, where its labels go relative to the output folder)`` of every
-    NIfTI file and every case in the folders of ``inputs`` (see the module docstring)."""
+    volume file, DICOM series folder and case in the folders of ``inputs`` (see the module docstring)."""
     cases = []
     label_name = task.data.label_name or "label"
     for path in inputs:
-        if path.is_file() and path.name.lower().endswith(NIFTI_SUFFIXES):
-            case = path.name[: -len(next(s for s in NIFTI_SUFFIXES if path.name.lower().endswith(s)))]
+        suffix = next((s for s in VOLUME_SUFFIXES if path.name.lower().endswith(s)), None)
+        if path.is_file() and suffix:
+            case = path.name[: -len(suffix)]
             if path.parent.name.startswith("images"):
                 case = re.sub(r"_\d{4}$", "", case)  # nnU-Net: one file per channel
-            cases.append((case, [path], Path(f"{case}.nii.gz")))
+            cases.append((case, [path], Path(case + written_suffix(path))))
+        elif is_dicom_folder(path):
+            cases.append((path.name, [path], Path(path.name + written_suffix(path))))
         elif path.is_dir():
             decathlon = (path / "imagesTr").is_dir() or (path / "imagesTs").is_dir()
             for case, images, _ in find_nifti_cases(path, task.data.modalities, task.data.label_name):
-                cases.append((case, images, Path(f"{case}.nii.gz") if decathlon else Path(case) / f"{label_name}.nii.gz"))
+                written = written_suffix(images[0])
+                cases.append((case, images, Path(case + written) if decathlon else Path(case) / (label_name + written)))
         elif path.exists():
-            raise UserInputError(f"{path}: expected a NIfTI volume (.nii, .nii.gz) or a folder of cases")
+            raise UserInputError(f"{path}: expected a volume ({', '.join(VOLUME_SUFFIXES)}), a DICOM series "
+                                 "folder or a folder of cases")
         else:
             raise UserInputError(f"{path}: no such file or folder")
     return cases
@@ -74,7 +84,7 @@ def predict_volumes(predictor: Predictor, inputs: list[Path], out_dir: Path) -> 
         with predictor.running():
             labels = segment_volume(predictor.model, volume, d.crop_size, predictor.options.batch_size or d.eval_chunk)
         labels = labels.cpu().numpy()
-        written.append(write_label_volume(labels, read_nifti(images[0])[1], out_dir / target))
+        written.append(write_label_volume(labels, case.affine, out_dir / target, case.header))
         if predictor.options.pictures:
             z = int(np.argmax((labels > 0).sum(axis=(0, 1))))
             palette: list = [None, *task.palette()[1:]]

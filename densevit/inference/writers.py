@@ -8,6 +8,7 @@ import nibabel as nib
 import numpy as np
 from PIL import Image
 
+from densevit.data.sitk_volumes import sitk_suffix, write_sitk_volume
 from densevit.io import atomic_path, write_json_atomic
 
 
@@ -27,13 +28,21 @@ def write_picture(picture: Image.Image, path: Path) -> Path:
     return path
 
 
-def write_label_volume(labels: np.ndarray, reference: nib.Nifti1Image, path: Path) -> Path:
-    """Labels [X,Y,Z] as NIfTI with the affine and header (spacing, orientation) of ``reference``."""
-    header = reference.header.copy()
+def write_label_volume(labels: np.ndarray, affine: np.ndarray, path: Path,
+                       header: nib.Nifti1Header | None = None) -> Path:
+    """Labels [X,Y,Z] on the voxel grid ``affine`` ([4,4], voxel -> RAS+ mm): NIfTI (with the input's
+    ``header`` when given), or for ``.nrrd``/``.mha`` paths NRRD/MetaImage with the same spacing,
+    origin and direction (:func:`~densevit.data.sitk_volumes.write_sitk_volume`)."""
     dtype = np.uint8 if labels.max(initial=0) < 256 else np.int16
+    if sitk_suffix(path.name):
+        return write_sitk_volume(labels.astype(dtype), affine, path)
+    if header is None:  # a new header: millimetres, as DICOM, NRRD and MetaImage geometry is
+        header = nib.Nifti1Header()
+        header.set_xyzt_units("mm")
+    header = header.copy()
     header.set_data_dtype(dtype)
     with atomic_path(path) as tmp:
-        nib.save(nib.Nifti1Image(labels.astype(dtype), reference.affine, header), str(tmp))
+        nib.save(nib.Nifti1Image(labels.astype(dtype), affine, header), str(tmp))
     return path
 
 
