@@ -1,4 +1,5 @@
-"""COCO-format detection data: a folder of images and an instances JSON.
+"""COCO-format detection data: a folder of images and an instances JSON (or a YOLO or Pascal VOC
+split read into the same object: :func:`densevit.data.coco_json.read_instances`).
 
 The file is read and checked when the dataset is opened, by :mod:`densevit.data.coco_json`
 (the checks the COCO evaluator makes too) and here:
@@ -47,20 +48,22 @@ from torch.utils.data import Dataset
 from torchvision.ops import box_convert
 
 from densevit.data.coco_json import (
+    Instances,
     check_instances,
+    counted,
     describe_annotation,
     is_int,
     read_json,
+    report_bad_records,
 )
 from densevit.data.compose import Augmented
 from densevit.data.det_transforms import apply
 from densevit.data.images import read_rgb
-from densevit.errors import UserInputError, suspicious
+from densevit.errors import UserInputError
 
 # "error" is the older name of "raise" (configs and checkpoints written before 0.3 say it)
 BadAnnotationPolicy = Literal["raise", "drop", "error"]
 POLICIES = ("raise", "drop", "error")
-SHOWN = 3  # offenders named in the warning of the "drop" policy
 
 
 @dataclass(frozen=True)
@@ -82,18 +85,18 @@ def index_coco(data: dict[str, Any]) -> COCO:
     return coco
 
 
-def load_coco(annotation_file: str | Path) -> COCO:
-    """Read and index a COCO instances file for its images and categories.
+def load_coco(annotation_file: str | Path | Instances) -> COCO:
+    """Read and index a COCO instances file (or a split already read) for its images and categories.
 
     A file whose structure is broken (see :func:`densevit.data.coco_json.check_instances`) is
     a :class:`UserInputError`; bad annotations are left out of the index without a word
     (:class:`CocoDetection` reports them), and a file without ``annotations`` is indexed as
     one without any (an image list to predict on).
     """
-    data = read_json(annotation_file)
+    data, source = _read(annotation_file)
     if isinstance(data, dict):
-        data.setdefault("annotations", [])
-    bad = {k for k, _ in check_instances(data, str(annotation_file), required=(), annotation_ids=True)}
+        data = {"annotations": [], **data}  # a copy: the split may be shared with its dataset
+    bad = {k for k, _ in check_instances(data, source, required=(), annotation_ids=True)}
     return index_coco({**data, "annotations": [a for k, a in enumerate(data["annotations"]) if k not in bad]})
 
 
@@ -102,6 +105,8 @@ class CocoDetection(Augmented, Dataset):
     the module docstring).
 
     Args:
+        annotation_file: a COCO instances file, or a split already read
+            (:class:`~densevit.data.coco_json.Instances`, whose ``source`` messages name).
         transform: a :class:`~densevit.data.compose.Compose` over pixel xyxy boxes (see
             :mod:`densevit.data.det_transforms`), ending with normalisation or scaling to [0, 1].
         bad_annotations: ``"raise"`` (or ``"error"``): the first bad annotation or image is a
@@ -112,17 +117,16 @@ class CocoDetection(Augmented, Dataset):
             An annotation of a category not in it is a bad annotation.
     """
 
-    def __init__(self, image_dir: str | Path, annotation_file: str | Path, transform: A.Compose,
+    def __init__(self, image_dir: str | Path, annotation_file: str | Path | Instances, transform: A.Compose,
                  bad_annotations: BadAnnotationPolicy = "raise", num_classes: int | None = None,
                  category_ids: Sequence[int] | None = None) -> None:
         if bad_annotations not in POLICIES:
             raise ValueError(f"bad_annotations: expected one of {POLICIES}, got {bad_annotations!r}")
         self.image_dir = Path(image_dir)
-        self.annotation_file = Path(annotation_file)
+        data, source = _read(annotation_file)
+        self.annotation_file = Path(source)
         self.transform = transform
         self.policy = "drop" if bad_annotations == "drop" else "raise"
-        source = str(self.annotation_file)
-        data = read_json(self.annotation_file)
         bad_annotation_list = check_instances(data, source, required=("bbox",), annotation_ids=True)
         categories = data["categories"]
         if not data["images"]:
@@ -143,9 +147,9 @@ class CocoDetection(Augmented, Dataset):
         self.problems: list[str] = [message for _, message in sorted(bad_annotations_at.items())] + bad_images
         if self.problems and not self.records and self.policy == "drop":
             raise UserInputError(f"{source}: no usable image left after dropping "
-                                 f"{_counted(len(self.problems), 'bad record')}, the first: {self.problems[0]}")
-        if self.problems:
-            self._report(len(bad_annotations_at), len(bad_images))
+                                 f"{counted(len(self.problems), 'bad record')}, the first: {self.problems[0]}")
+        report_bad_records(self.problems, self.policy, source,
+                           ((len(bad_annotations_at), "annotation"), (len(bad_images), "image")))
         kept = {record.image_id for record in self.records}
         self.coco = index_coco({
             **data,
@@ -153,19 +157,6 @@ class CocoDetection(Augmented, Dataset):
             "annotations": [ann for k, ann in enumerate(data["annotations"])
                             if k not in bad_annotations_at and ann["image_id"] in kept],
         })
-
-    def _report(self, annotations: int, images: int) -> None:
-        """Raise the first problem, or warn once about all (``drop``)."""
-        source = str(self.annotation_file)
-        count = len(self.problems)
-        if self.policy == "raise":
-            more = (f" (and {count - 1} more bad records; data.bad_annotations: drop leaves them out)"
-                    if count > 1 else "")
-            raise UserInputError(f"{source}: {self.problems[0]}{more}")
-        parts = [_counted(annotations, "annotation"), _counted(images, "image")]
-        shown = "; ".join(self.problems[:SHOWN]) + ("; ..." if count > SHOWN else "")
-        suspicious(f"{source}: data.bad_annotations=drop: dropped {_counted(count, 'bad record')} "
-                   f"({', '.join(p for p in parts if p)}): {shown}")
 
     def _index(self, data: dict[str, Any], bad_annotations: dict[int, str], bad_images: list[str]) -> list[_Record]:
         """One record per usable image, sorted by image id; fills in the bad records found."""
@@ -256,6 +247,8 @@ class CocoDetection(Augmented, Dataset):
         return torch.from_numpy(np.ascontiguousarray(image.transpose(2, 0, 1))), target
 
 
-def _counted(count: int, noun: str) -> str:
-    """``1 image``, ``3 images``; empty for 0."""
-    return f"{count} {noun}{'s' if count != 1 else ''}" if count else ""
+def _read(annotations: str | Path | Instances) -> tuple[Any, str]:
+    """(the parsed instances object, the file that messages name)."""
+    if isinstance(annotations, Instances):
+        return annotations.data, annotations.source
+    return read_json(annotations), str(annotations)

@@ -6,6 +6,11 @@ category id that is not in the file, a box that is not four finite numbers with 
 least zero, an ``iscrowd`` that is not 0 or 1, a missing key, and, when asked, an annotation
 id that is missing or repeated), each naming the record and the field, for the caller to
 raise or to drop by its policy.
+
+:class:`Instances` is a split read into such an object from any of the supported layouts
+(COCO JSON, YOLO labels, Pascal VOC XML: :func:`read_instances`), so that one set of checks
+and one dataset class serve them all; :func:`report_bad_records` raises or warns about the bad
+records a reader or a dataset found, by the ``data.bad_annotations`` policy.
 """
 from __future__ import annotations
 
@@ -15,18 +20,102 @@ import json
 import math
 import numbers
 from collections.abc import Iterator, Mapping
+from dataclasses import dataclass
 from itertools import chain
 from pathlib import Path
 from typing import Any, Sequence
 
 import numpy as np
 
-from densevit.errors import UserInputError
+from densevit.errors import UserInputError, suspicious
 
 try:
     import msgspec
 except ImportError:  # optional: pip install 'densevit[fast]'
     msgspec = None
+
+FORMATS = ("coco", "yolo", "voc")  # the layouts data.format names
+SHOWN = 3  # offenders named in the warning of the "drop" policy
+# Key of an annotation read from YOLO or VOC files: where it came from (``labels/a.txt line 3``),
+# named in messages about it; never written to a COCO file.
+ORIGIN = "origin"
+
+
+@dataclass(frozen=True)
+class Instances:
+    """One split of a detection dataset as a COCO instances object (not checked yet).
+
+    Attributes:
+        data: ``images`` (``id``, ``file_name``, ``width``, ``height``), ``annotations``
+            (``id``, ``image_id``, ``category_id``, ``bbox`` pixel xywh, ``area``, ``iscrowd``)
+            and ``categories`` (``id``, ``name``).
+        image_dir: the folder that the images' ``file_name`` are relative to.
+        source: the file that messages about the split name (the JSON file, the YOLO
+            ``data.yaml``, the VOC ``ImageSets/Main/<split>.txt``).
+    """
+
+    data: Any
+    image_dir: Path
+    source: str
+
+
+def read_instances(layout: str, source: str | Path, split: str = "", image_dir: str | Path = "",
+                   class_names: Sequence[str] = (), bad_annotations: str = "raise") -> Instances:
+    """Read one split in ``layout`` (``coco``, ``yolo`` or ``voc``).
+
+    Args:
+        source: the COCO JSON file, the YOLO ``data.yaml``, or the VOC root (``VOCdevkit/VOC2007``).
+        split: the ``data.yaml`` key (YOLO) or the ``ImageSets/Main`` list name (VOC).
+        image_dir: the images folder of a COCO file.
+        class_names: the VOC classes (default: the 20 of Pascal VOC).
+        bad_annotations: what the YOLO and VOC readers do with a bad line or object
+            (``raise`` or ``drop``); a COCO file is checked by its user.
+    """
+    if layout == "yolo":
+        from densevit.data.yolo import read_yolo
+
+        return read_yolo(source, split, bad_annotations)
+    if layout == "voc":
+        from densevit.data.voc import read_voc
+
+        return read_voc(source, split, class_names or None, bad_annotations)
+    if layout != "coco":
+        raise UserInputError(f"data.format: expected one of {', '.join(FORMATS)}, got {layout!r}")
+    return Instances(read_json(source), Path(image_dir), str(source))
+
+
+def without_origins(data: dict[str, Any]) -> dict[str, Any]:
+    """``data`` with the annotations' :data:`ORIGIN` left out (for writing a COCO file)."""
+    return {**data, "annotations": [{k: v for k, v in ann.items() if k != ORIGIN} for ann in data["annotations"]]}
+
+
+def counted(count: int, noun: str) -> str:
+    """``1 image``, ``3 images``; empty for 0."""
+    return f"{count} {noun}{'s' if count != 1 else ''}" if count else ""
+
+
+def report_bad_records(problems: Sequence[str], policy: str, source: str,
+                       kinds: Sequence[tuple[int, str]] = (), named: bool = False) -> None:
+    """Raise the first of ``problems`` (policy ``raise``, or its old name ``error``), or warn once
+    about them all (``drop``), counting them and naming the first few.
+
+    Args:
+        source: the file the records belong to, which starts the line.
+        kinds: (count, noun) per kind of record, for the warning (``3 annotations, 1 image``).
+        named: each problem names its own file (a YOLO label file, a VOC XML file): the raised
+            line is then the first problem alone.
+    """
+    count = len(problems)
+    if not count:
+        return
+    if policy != "drop":
+        more = (f" (and {count - 1} more bad records; data.bad_annotations: drop leaves them out)"
+                if count > 1 else "")
+        raise UserInputError(f"{'' if named else source + ': '}{problems[0]}{more}")
+    parts = ", ".join(text for text in (counted(n, noun) for n, noun in kinds) if text)
+    shown = "; ".join(problems[:SHOWN]) + ("; ..." if count > SHOWN else "")
+    suspicious(f"{source}: data.bad_annotations=drop: dropped {counted(count, 'bad record')}"
+               f"{f' ({parts})' if parts else ''}: {shown}")
 
 
 def read_bytes(path: str | Path) -> bytes:
@@ -215,9 +304,11 @@ def _annotation_problem(ann: Any, image_ids: set, category_ids: set, required: S
 
 
 def describe_annotation(ann: Any) -> str:
-    """`` (annotation id 7, image id 3)`` for messages, as far as the annotation has them."""
+    """`` (annotation id 7, image id 3)`` for messages, as far as the annotation has them, after
+    the line or element it was read from (``(labels/a.txt line 3, annotation id 7, image id 3)``)."""
     if not isinstance(ann, Mapping):
         return ""
-    parts = [f"annotation id {ann['id']}" if "id" in ann else "", f"image id {ann['image_id']}" if "image_id" in ann else ""]
+    parts = [str(ann.get(ORIGIN, "")), f"annotation id {ann['id']}" if "id" in ann else "",
+             f"image id {ann['image_id']}" if "image_id" in ann else ""]
     shown = ", ".join(p for p in parts if p)
     return f" ({shown})" if shown else ""

@@ -13,7 +13,9 @@ from pathlib import Path
 from typing import Sequence
 
 from densevit.data import IMAGE_SUFFIXES
-from densevit.data.sitk_volumes import SITK_SUFFIXES  # light: imports no SimpleITK or PyTorch
+from densevit.data.sitk_volumes import (
+    SITK_SUFFIXES,  # light: imports no SimpleITK or PyTorch
+)
 from densevit.errors import UserInputError
 
 # Here rather than in densevit.data.volumes (which imports PyTorch), so that pairing files to score stays light.

@@ -17,8 +17,25 @@ from densevit.errors import ConfigError
 
 @dataclass
 class DetectionDataConfig:
-    """``data:`` of a detection config: COCO-format files and the augmentation sizes."""
+    """``data:`` of a detection config: the dataset's files and the augmentation sizes.
 
+    ``format`` says how the files are laid out (``datasets/detection_formats.md``):
+
+    - ``coco``: ``train_images`` / ``val_images`` (folders) and ``train_annotations`` /
+      ``val_annotations`` (COCO instances JSON; ``val_images`` defaults to ``train_images``);
+    - ``yolo``: ``root`` is the ultralytics ``data.yaml``; ``train_split`` / ``val_split`` are its
+      keys (``train``, ``val``), the image folders or lists of the two sets;
+    - ``voc``: ``root`` is the Pascal VOC folder (``VOCdevkit/VOC2007``); ``train_split`` /
+      ``val_split`` name ``ImageSets/Main/<split>.txt`` (e.g. ``trainval`` and ``test``);
+      ``class_names`` replaces the 20 VOC classes.
+
+    An empty ``val_split`` means no validation set.
+    """
+
+    format: Literal["coco", "yolo", "voc"] = "coco"
+    root: str = ""
+    train_split: str = "train"
+    val_split: str = "val"
     train_images: str = ""
     train_annotations: str = ""
     val_images: str = ""
@@ -61,6 +78,22 @@ class DetectionDataConfig:
         at_least(self.size_divisor, "data.size_divisor", 1)
         at_least(self.max_detections, "data.max_detections", 1)
         at_least(self.augment_stop_epoch, "data.augment_stop_epoch", -1)
+        self._check_layout()
+
+    def _check_layout(self) -> None:
+        """The file fields that ``format`` uses, and no others (a value set for nothing is an error)."""
+        coco_fields = ("train_images", "train_annotations", "val_images", "val_annotations")
+        if self.format == "coco":
+            if self.root:
+                raise ConfigError(f"data.root: used by data.format yolo and voc, not coco (got {self.root!r}); "
+                                  "set data.train_annotations and data.train_images")
+            return
+        named = next((key for key in coco_fields if getattr(self, key)), None)
+        if named:
+            where = "the data.yaml" if self.format == "yolo" else "the VOC folder (VOCdevkit/VOC2007)"
+            raise ConfigError(f"data.{named}: used by data.format coco, not {self.format}; data.root names {where}")
+        if not self.train_split:
+            raise ConfigError(f"data.train_split: expected the name of the training split, got {self.train_split!r}")
 
 
 @dataclass

@@ -1,4 +1,7 @@
-"""The ``detection`` task: DETR and RT-DETR on COCO-format data, for the task-agnostic trainer.
+"""The ``detection`` task: DETR and RT-DETR on COCO, YOLO or Pascal VOC data, for the task-agnostic trainer.
+
+Every layout is read into one COCO instances object (``data.format``; see
+:func:`densevit.data.coco_json.read_instances`), checked and served by one dataset class.
 
 The model's family decides the criterion (DETR's set loss or RT-DETR's varifocal one), the
 data pipeline (DETR's aspect-keeping resize with padding masks, or RT-DETR's fixed square size
@@ -16,6 +19,7 @@ from torch import Tensor, nn
 from torch.utils.data import Dataset
 
 from densevit.data.coco import CocoDetection, load_coco
+from densevit.data.coco_json import Instances, read_instances
 from densevit.data.collate import collate_detection
 from densevit.data.det_transforms import train_transforms, val_transforms
 from densevit.data.rtdetr_transforms import (
@@ -98,9 +102,10 @@ class DetectionTask(Task):
         """
         data = self.cfg.data
         names: dict[int, str] = {}
-        for path in (data.train_annotations, data.val_annotations):
-            if path and Path(path).is_file():
-                cats = load_coco(path).dataset["categories"]
+        for split in ("train", "val"):
+            instances = self.split_instances(split, present_only=True)
+            if instances is not None:
+                cats = load_coco(instances).dataset["categories"]
                 names = {int(c["id"]): str(c.get("name", c["id"])) for c in cats}
                 break
         if data.category_ids:
@@ -122,12 +127,37 @@ class DetectionTask(Task):
         """``model.num_classes``, or (when 0) the number of categories in the annotation file."""
         if self.cfg.model.num_classes > 0:
             return self.cfg.model.num_classes
-        path = self.cfg.data.train_annotations or self.cfg.data.val_annotations
-        if not path and self.cfg.data.class_names:
+        instances = self.split_instances("train") or self.split_instances("val")
+        if instances is None and self.cfg.data.class_names:
             return len(self.cfg.data.class_names)
-        if not path:
-            raise ConfigError("model.num_classes: 0 means 'from the data', but data.train_annotations is empty")
-        return len(load_coco(path).dataset["categories"])
+        if instances is None:
+            key = "data.train_annotations" if self.cfg.data.format == "coco" else "data.root"
+            raise ConfigError(f"model.num_classes: 0 means 'from the data', but {key} is empty")
+        return len(load_coco(instances).dataset["categories"])
+
+    def split_instances(self, split: str, present_only: bool = False) -> Instances | None:
+        """The ``train`` or ``val`` set as the config names it (``data.format``), read once, as a
+        COCO instances object with its images folder; None when the config names no such set
+        (with ``present_only``, also when its files are not at hand, e.g. on another machine)."""
+        data = self.cfg.data
+        if data.format == "coco":
+            source = data.train_annotations if split == "train" else data.val_annotations
+            images = data.train_images if split == "train" else data.val_images or data.train_images
+            name, needed = "", Path(source)
+        else:
+            source, images, name = data.root, "", getattr(data, f"{split}_split")
+            # the file that must be at hand: the data.yaml, or the VOC split's list
+            needed = Path(source) / "ImageSets" / "Main" / f"{name}.txt" if data.format == "voc" else Path(source)
+        if not source or (data.format != "coco" and not name) or (present_only and not needed.is_file()):
+            return None
+        read = self.__dict__.setdefault("_instances", {})
+        if split not in read:
+            read[split] = read_instances(data.format, source, name, images, data.class_names, data.bad_annotations)
+        return read[split]
+
+    def __getstate__(self) -> dict[str, Any]:
+        """The task without the splits it read (loader workers receive it with its collate function)."""
+        return {key: value for key, value in self.__dict__.items() if key != "_instances"}
 
     def class_names(self) -> list[str]:
         return self.categories[1]
@@ -190,23 +220,28 @@ class DetectionTask(Task):
 
     def build_datasets(self) -> tuple[Dataset, Dataset | None]:
         data = self.cfg.data
-        for key in ("train_images", "train_annotations"):
+        required = ("train_images", "train_annotations") if data.format == "coco" else ("root",)
+        for key in required:
             if not getattr(data, key):
-                raise ConfigError(f"data.{key}: required (a folder of images and a COCO instances JSON)")
+                what = {"coco": "a folder of images and a COCO instances JSON", "yolo": "the YOLO data.yaml",
+                        "voc": "the Pascal VOC folder, e.g. VOCdevkit/VOC2007"}[data.format]
+                raise ConfigError(f"data.{key}: required ({what})")
         if self.pipeline == "rtdetr":
             augment = rtdetr_train_transforms(data.input_size, _stop(data.augment_stop_epoch), hflip=data.hflip)
         else:
             augment = train_transforms(data.train_scales, data.max_size, data.crop_resize_scales, data.crop_size,
                                        data.crop, data.hflip)
-        train = CocoDetection(data.train_images, data.train_annotations, augment, data.bad_annotations,
+        instances = self.split_instances("train")
+        train = CocoDetection(instances.image_dir, instances, augment, data.bad_annotations,
                               self.num_classes, self._label_categories())
         return train, self.build_val_dataset()
 
     def build_val_dataset(self) -> Dataset | None:
         data = self.cfg.data
-        if not data.val_annotations:
+        instances = self.split_instances("val")
+        if instances is None:
             return None
-        val = CocoDetection(data.val_images or data.train_images, data.val_annotations, self.eval_transforms(),
+        val = CocoDetection(instances.image_dir, instances, self.eval_transforms(),
                             data.bad_annotations, self.num_classes, self._label_categories())
         self.val_ground_truth = val.coco.dataset  # what data.bad_annotations left: scored as loaded
         return val
@@ -216,7 +251,8 @@ class DetectionTask(Task):
         labels as the model does (``data.category_ids``, else the training file's), not by their own file."""
         ids, data = self.categories[0], self.cfg.data
         if len(ids) > self.num_classes:
-            source = "data.category_ids" if data.category_ids else f"{data.train_annotations}: 'categories'"
+            instances = self.split_instances("train")
+            source = "data.category_ids" if data.category_ids or instances is None else f"{instances.source}: 'categories'"
             raise UserInputError(f"{source}: {len(ids)} categories, more than the model's {self.num_classes} "
                                  "classes (model.num_classes)")
         return ids
@@ -239,9 +275,13 @@ class DetectionTask(Task):
         return to_predictions
 
     def build_evaluator(self) -> DetectionEvaluator:
-        if not self.cfg.data.val_annotations:
-            raise ConfigError("data.val_annotations: required for evaluation")
-        ground_truth = getattr(self, "val_ground_truth", None) or self.cfg.data.val_annotations
+        instances = self.split_instances("val")
+        if instances is None:
+            key = "data.val_annotations" if self.cfg.data.format == "coco" else "data.root and data.val_split"
+            raise ConfigError(f"{key}: required for evaluation")
+        # what data.bad_annotations left of the validation set, scored as loaded; else the file itself
+        ground_truth = getattr(self, "val_ground_truth", None) or (
+            instances.source if self.cfg.data.format == "coco" else instances.data)
         return DetectionEvaluator(ground_truth, self.categories[0])
 
 
