@@ -9,12 +9,15 @@ from pathlib import Path
 def register(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser(
         "predict",
-        help="run a trained checkpoint (or an exported ONNX graph) over images, folders or volumes",
+        help="run a trained checkpoint (or an exported ONNX graph) over images, videos, folders or volumes",
         description="Rebuild the model that CHECKPOINT was trained as (its config is stored in it) "
         "and write its predictions for each INPUT to --out; the task decides the formats. "
-        "Unless told otherwise, inference runs as the config's validation did (mode, overlap, chunk).",
+        "Unless told otherwise, inference runs as the config's validation did (mode, overlap, chunk). "
+        "Videos (.mp4 .avi .mov .mkv .webm; detection and image segmentation, needs densevit[video]) give "
+        "NAME.mp4 with the predictions drawn, NAME.frames.json (frame id = frame index + 1, timestamps) and "
+        "NAME.json (detection, COCO results) or NAME/frame_000123.png (segmentation labels).",
     )
-    parser.add_argument("inputs", nargs="+", type=Path, metavar="INPUT", help="files or folders")
+    parser.add_argument("inputs", nargs="+", type=Path, metavar="INPUT", help="files or folders (images and videos may mix)")
     source = parser.add_mutually_exclusive_group(required=True)
     source.add_argument("--checkpoint", type=Path, help="a .pth written by densevit train")
     source.add_argument("--onnx", type=Path, help="a graph written by densevit export (run by onnxruntime)")
@@ -29,9 +32,13 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--overlap", type=float,
                         help="sliding-window overlap between tiles, in [0, 1) (default: data.eval_overlap)")
     parser.add_argument("--batch-size", type=int,
-                        help="images, tiles or slices per forward pass (default: the task's own)")
+                        help="images, frames, tiles or slices per forward pass (default: the task's own)")
+    parser.add_argument("--every", type=int, default=1, metavar="N",
+                        help="videos: predict every Nth frame (0, N, 2N, ...); the annotated video runs at 1/N "
+                        "of the frame rate (default 1)")
+    parser.add_argument("--max-frames", type=int, metavar="N", help="videos: only the first N frames of each")
     parser.add_argument("--no-pictures", dest="pictures", action="store_false",
-                        help="write only the result files, no overlays or drawn boxes")
+                        help="write only the result files, no overlays, drawn boxes or annotated videos")
     parser.set_defaults(func=run)
 
 
@@ -42,7 +49,7 @@ def run(args: argparse.Namespace) -> int:
     writable_folder(args.out, "--out folder")  # before the model is even read
     options = PredictOptions(score_threshold=args.score_threshold, batch_size=args.batch_size, mode=args.mode,
                              overlap=args.overlap, device=args.device, precision=args.precision,
-                             pictures=args.pictures)
+                             pictures=args.pictures, every=args.every, max_frames=args.max_frames)
     if args.onnx is not None:
         predictor = Predictor.from_onnx(args.onnx, options)
     else:

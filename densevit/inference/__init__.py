@@ -4,7 +4,8 @@
   files, with :class:`~densevit.inference.options.PredictOptions`;
 * runners, one per task, that read inputs and write results: :mod:`.detection` (COCO results
   JSON, drawn boxes), :mod:`.segmentation` (label PNGs, overlays), :mod:`.volume_segmentation`
-  (label volumes with the input's geometry), :mod:`.classification` (top-5 classes as CSV);
+  (label volumes with the input's geometry), :mod:`.classification` (top-5 classes as CSV),
+  :mod:`.video` (videos: annotated MP4, per-frame results);
 * :mod:`.writers` (atomic files) and :mod:`.pictures` (overlays, boxes).
 """
 from __future__ import annotations

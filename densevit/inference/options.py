@@ -27,7 +27,10 @@ class PredictOptions:
         overlap: sliding-window overlap in [0, 1); None = ``data.eval_overlap``.
         device: ``auto``, ``cpu``, ``cuda`` or ``cuda:N``.
         precision: ``fp32``, ``bf16``, ``fp16`` (autocast) or ``auto`` (bf16 on GPUs that have it).
-        pictures: also draw the predictions (overlays, boxes) beside the result files.
+        pictures: also draw the predictions (overlays, boxes) beside the result files (for a
+            video: the annotated video).
+        every: videos: predict every ``every``-th frame (frames 0, N, 2N, ...).
+        max_frames: videos: read at most the first ``max_frames`` frames of each; None = all.
     """
 
     score_threshold: float = 0.5
@@ -37,10 +40,16 @@ class PredictOptions:
     device: str = "auto"
     precision: str = "fp32"
     pictures: bool = True
+    every: int = 1
+    max_frames: int | None = None
 
     def __post_init__(self) -> None:
         if self.batch_size is not None and self.batch_size < 1:
             raise UserInputError(f"--batch-size: expected a positive integer, got {self.batch_size}")
+        if self.every < 1:
+            raise UserInputError(f"--every: expected a positive integer, got {self.every}")
+        if self.max_frames is not None and self.max_frames < 1:
+            raise UserInputError(f"--max-frames: expected a positive integer, got {self.max_frames}")
         if self.overlap is not None and not 0.0 <= self.overlap < 1.0:
             raise UserInputError(f"--overlap: expected a value in [0, 1), got {self.overlap}")
         if self.mode not in (None, "whole", "slide"):

@@ -6,6 +6,9 @@ Each task's way of reading inputs and writing results is a *runner* registered i
 
     @RUNNERS.register("my_task")
     def predict_my_task(predictor: Predictor, inputs: list[Path], out_dir: Path) -> dict: ...
+
+Videos among the inputs go to the task's entry in
+:data:`~densevit.inference.video.VIDEO_RUNNERS` instead (see :mod:`densevit.inference.video`).
 """
 from __future__ import annotations
 
@@ -22,6 +25,7 @@ from densevit.engine.runtime import autocast, resolve_device, resolve_precision
 from densevit.engine.task import Task
 from densevit.errors import UserInputError
 from densevit.inference.options import PredictOptions
+from densevit.inference.video import check_videos, predict_video, split_videos
 from densevit.io import writable_folder
 from densevit.registry import Registry
 
@@ -68,12 +72,26 @@ class Predictor:
             yield
 
     def predict(self, inputs: Sequence[str | Path], out_dir: str | Path) -> dict[str, Any]:
-        """Run over ``inputs`` (files and folders) and write the task's results to ``out_dir``.
+        """Run over ``inputs`` (files and folders, videos included) and write the task's results to ``out_dir``.
 
-        Returns the runner's summary (counts and the files written).
+        Returns the runners' summary (counts and the files written; those of the videos added).
         """
         name = getattr(self.task, "name", type(self.task).__name__)
         if name not in RUNNERS:
             raise UserInputError(f"task {name!r} has no predictor (known: {', '.join(RUNNERS.names())})")
         out_dir = writable_folder(out_dir, "--out folder")
-        return RUNNERS.get(name)(self, [Path(p) for p in inputs], out_dir)
+        others, videos = split_videos([Path(p) for p in inputs], name)
+        check_videos(videos)  # a broken video stops the run before any work
+        summary = RUNNERS.get(name)(self, others, out_dir) if others or not videos else {}
+        for video in videos:
+            summary = _added(summary, predict_video(self, name, video, out_dir))
+        return summary
+
+
+def _added(summary: dict[str, Any], more: dict[str, Any]) -> dict[str, Any]:
+    """Two runners' summaries as one: counts summed, lists of files joined, other entries kept."""
+    joined = dict(summary)
+    for key, value in more.items():
+        same_kind = isinstance(value, (int, list)) and type(joined.get(key)) is type(value)
+        joined[key] = joined[key] + value if same_kind else value
+    return joined
