@@ -137,12 +137,6 @@ def to_uint8_grey(slice_2d: np.ndarray) -> np.ndarray:
     return np.repeat((scaled * 255).astype(np.uint8)[..., None], 3, axis=2)
 
 
-def enlarge(picture: np.ndarray, min_side: int = MIN_PICTURE_SIDE) -> np.ndarray:
-    """``picture`` [H,W,3] repeated by a whole factor so that its longer side reaches ``min_side``."""
-    zoom = max(1, min_side // max(picture.shape[:2]))
-    return picture.repeat(zoom, axis=0).repeat(zoom, axis=1)
-
-
 def _overlaps(a: tuple[int, int, int, int], b: tuple[int, int, int, int]) -> bool:
     return a[0] < b[2] and b[0] < a[2] and a[1] < b[3] and b[1] < a[3]
 

@@ -60,7 +60,8 @@ def predict_images(predictor: Predictor, inputs: list[Path], out_dir: Path) -> d
         for path, rgb, label in zip(chunk, pictures, segment_pictures(predictor, pictures, settings)):
             written.append(write_png(label, out_dir / f"{path.stem}.png"))
             if predictor.options.pictures:
-                write_png(overlay(rgb, label, task.palette()), out_dir / PICTURES / f"{path.stem}.png")
+                write_png(overlay(rgb, label, task.palette(), class_names=task.class_names()),
+                          out_dir / PICTURES / f"{path.stem}.png")
     return {"images": len(files), "label_maps": [str(p) for p in written]}
 
 

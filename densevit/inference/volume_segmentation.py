@@ -26,7 +26,14 @@ from densevit.data.sitk_volumes import WRITTEN_SUFFIX, is_dicom_folder, sitk_suf
 from densevit.data.volumes import VOLUME_SUFFIXES, find_nifti_cases, load_case
 from densevit.errors import UserInputError
 from densevit.inference.export import EXPORTERS, ExportSpec
-from densevit.inference.pictures import PICTURES, enlarge, overlay, to_uint8_grey
+from densevit.inference.pictures import (
+    MIN_PICTURE_SIDE,
+    PICTURES,
+    overlay,
+    to_uint8_grey,
+    zoom_for,
+    zoomed,
+)
 from densevit.inference.predictor import RUNNERS, Predictor
 from densevit.inference.segmentation import SegmentationGraph, graph_metadata
 from densevit.inference.writers import write_label_volume, write_png
@@ -88,8 +95,10 @@ def predict_volumes(predictor: Predictor, inputs: list[Path], out_dir: Path) -> 
         if predictor.options.pictures:
             z = int(np.argmax((labels > 0).sum(axis=(0, 1))))
             palette: list = [None, *task.palette()[1:]]
-            picture = overlay(to_uint8_grey(case.image[0, :, :, z]), labels[:, :, z], palette)
-            write_png(enlarge(picture), out_dir / PICTURES / f"{case_id}.png")
+            grey = to_uint8_grey(case.image[0, :, :, z])
+            zoom = zoom_for(*grey.shape[:2], MIN_PICTURE_SIDE)  # enlarged before the legend is drawn
+            picture = overlay(zoomed(grey, zoom), zoomed(labels[:, :, z], zoom), palette, class_names=task.class_names())
+            write_png(picture, out_dir / PICTURES / f"{case_id}.png")
     if not written:
         raise UserInputError(f"no volumes found in {', '.join(map(str, inputs))}")
     return {"volumes": len(written), "label_volumes": [str(p) for p in written]}

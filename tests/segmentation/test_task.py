@@ -80,7 +80,9 @@ def test_camvid_predict_then_score_gives_evaluates_numbers(real_data, tmp_path, 
         [real_data / "camvid" / "val"], tmp_path / "pred")
     for image in images:
         assert np.asarray(Image.open(tmp_path / "pred" / image.name)).shape == (360, 480)
-        assert np.asarray(Image.open(tmp_path / "pred" / "pictures" / image.name)).shape == (360, 480, 3)
+        picture = np.asarray(Image.open(tmp_path / "pred" / "pictures" / image.name))
+        assert picture.shape[1:] == (480, 3) and picture.shape[0] > 360  # the overlay, with a legend below
+        assert (picture[360:] == 255).mean() > 0.5  # the legend is a white strip
     # the folder predict wrote scores as it lies (pictures/ is passed over): evaluate's numbers exactly
     out = tmp_path / "scores.json"
     assert main(["score", "semantic", str(real_data / "camvid" / "valannot"), str(tmp_path / "pred"),
