@@ -57,7 +57,7 @@ def imports_of(path: Path, package: Path) -> set[str]:
     """The ``densevit`` modules that the file at ``path`` imports (``from densevit import x``
     counts as ``densevit.x`` when ``x`` is a module or package)."""
     found = set()
-    for node in ast.walk(ast.parse(path.read_text(), str(path))):
+    for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"), str(path))):
         if isinstance(node, ast.Import):
             found |= {alias.name for alias in node.names if alias.name.split(".")[0] == package.name}
         elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:

@@ -14,6 +14,7 @@ import nibabel as nib
 import numpy as np
 import pytest
 import torch
+from medical_helpers import write_dicom_series
 from scipy.spatial.transform import Rotation
 
 from densevit.cli import main
@@ -51,27 +52,6 @@ def phantom_image(direction: np.ndarray = ROTATED, seed: int = 0) -> tuple[objec
     image.SetOrigin(ORIGIN)
     image.SetDirection(direction.flatten().tolist())
     return image, label
-
-
-def write_dicom_series(image, folder: Path, uid: str = "1.2.826.0.1.3680043.2.1125.7.1") -> Path:
-    """``image`` as a DICOM series of 2D slices, with the position and orientation tags that place
-    each slice (written in reverse order, so that only the positions give the order)."""
-    folder.mkdir(parents=True)
-    d = image.GetDirection()
-    text = lambda values: "\\".join(f"{v:.12g}" for v in values)  # noqa: E731 - DICOM decimal strings
-    tags = {"0008|0060": "CT", "0020|000d": uid + ".0", "0020|000e": uid, "0018|0050": f"{image.GetSpacing()[2]:g}",
-            "0020|0037": text((d[0], d[3], d[6], d[1], d[4], d[7]))}
-    writer = sitk.ImageFileWriter()
-    writer.KeepOriginalImageUIDOn()
-    for k in reversed(range(image.GetDepth())):
-        piece = image[:, :, k]
-        for tag, value in tags.items():
-            piece.SetMetaData(tag, value)
-        piece.SetMetaData("0020|0032", text(image.TransformIndexToPhysicalPoint((0, 0, k))))
-        piece.SetMetaData("0020|0013", str(k + 1))
-        writer.SetFileName(str(folder / f"slice{image.GetDepth() - k:03d}.dcm"))
-        writer.Execute(piece)
-    return folder
 
 
 def save_all_formats(image, folder: Path) -> dict[str, Path]:

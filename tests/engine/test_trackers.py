@@ -208,7 +208,8 @@ def test_a_resumed_run_continues_the_same_tracked_runs(offline, monkeypatch):
 
     train(toy_config("train.loggers=[mlflow,wandb]"), run_dir, resume="auto", device="cpu")
     assert json.loads((run_dir / IDS_FILE).read_text()) == first_ids
-    assert len(list(run_dir.glob(f"wandb/offline-run-*-{first_ids['wandb']}"))) == 2  # offline: one folder a process
+    # offline, each process writes a folder named by its start second and the run id: one or two
+    assert list(run_dir.glob(f"wandb/offline-run-*-{first_ids['wandb']}"))
     client, run = mlflow_run(offline, first_ids["mlflow"])
     assert run.info.status == "FINISHED"
     records = read_records(run_dir / "metrics.jsonl")

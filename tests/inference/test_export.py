@@ -5,30 +5,17 @@ import json
 
 import numpy as np
 import pytest
-import torch
+from checkpoint_helpers import untrained_checkpoint
 from PIL import Image
 from torch import nn
 
 from densevit.cli import main
-from densevit.config import build_config
-from densevit.engine.build import build_model, build_task
-from densevit.engine.checkpoint import save_checkpoint
 from densevit.inference import PredictOptions, Predictor
 from densevit.inference.export import export_onnx, read_metadata
 from densevit.models import MODELS
 
 pytest.importorskip("onnxruntime")
 pytest.importorskip("onnxscript")
-
-
-def _checkpoint(tmp_path, data: dict) -> object:
-    cfg = build_config(data)
-    task = build_task(cfg)
-    torch.manual_seed(0)
-    model = build_model(task)
-    path = tmp_path / "model.pth"
-    save_checkpoint({"model": model.state_dict(), "config": cfg.to_dict(), "class_names": task.class_names()}, path)
-    return path
 
 
 def _pictures(folder, sizes) -> list:
@@ -45,7 +32,7 @@ def _pictures(folder, sizes) -> list:
 @pytest.fixture(scope="module")
 def detector(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("det")
-    path = _checkpoint(tmp, {
+    path = untrained_checkpoint(tmp / "model.pth", {
         "task": "detection", "model": {"name": "detr_tiny", "num_classes": 3},
         "data": {"class_names": ["a", "b", "c"], "val_size": 96, "max_size": 128},
         "loss": {"classification": "sigmoid"},
@@ -98,7 +85,7 @@ MODELS.register("test_size_bound")(lambda num_classes, **kw: SizeBound(num_class
 
 
 def test_a_model_bound_to_one_size_is_exported_at_that_size_and_says_so(tmp_path):
-    checkpoint = _checkpoint(tmp_path, {
+    checkpoint = untrained_checkpoint(tmp_path / "model.pth", {
         "task": "image_segmentation", "model": {"name": "test_size_bound", "num_classes": 4},
         "data": {"kind": "camvid", "crop_size": [16, 24], "class_names": ["a", "b", "c", "d"]},
     })
@@ -108,7 +95,7 @@ def test_a_model_bound_to_one_size_is_exported_at_that_size_and_says_so(tmp_path
 
 
 def test_predict_onnx_through_the_command_line_gives_the_checkpoints_label_maps(tmp_path, capsys):
-    checkpoint = _checkpoint(tmp_path, {
+    checkpoint = untrained_checkpoint(tmp_path / "model.pth", {
         "task": "image_segmentation", "model": {"name": "test_size_bound", "num_classes": 4},
         "data": {"kind": "camvid", "crop_size": [16, 24], "class_names": ["a", "b", "c", "d"]},
     })

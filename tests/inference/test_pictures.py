@@ -9,13 +9,12 @@ import sys
 import numpy as np
 import pytest
 import torch
+from checkpoint_helpers import untrained_checkpoint
 from PIL import Image
 
 from densevit.cli import main
 from densevit.config import build_config
 from densevit.data.shapes import generate_shapes
-from densevit.engine.build import build_model, build_task
-from densevit.engine.checkpoint import save_checkpoint
 from densevit.inference.pictures import (
     class_palette,
     draw_detections,
@@ -137,14 +136,9 @@ def test_the_legend_lists_exactly_the_classes_present_in_their_colours():
 
 
 def _checkpoint(folder, data: dict):
-    cfg = build_config(data)
-    task = build_task(cfg)
-    torch.manual_seed(0)
-    model = build_model(task)
-    path = folder / "model.pth"
-    save_checkpoint({"model": model.state_dict(), "config": cfg.to_dict(), "class_names": task.class_names()}, path)
+    path = untrained_checkpoint(folder / "model.pth", data)
     config = folder / "config.yaml"
-    config.write_text(json.dumps(cfg.to_dict()))
+    config.write_text(json.dumps(build_config(data).to_dict()))
     return config, path
 
 

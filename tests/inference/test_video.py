@@ -11,30 +11,19 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from checkpoint_helpers import untrained_checkpoint
 from PIL import Image
 
 from densevit.cli import main
-from densevit.config import build_config
-from densevit.engine.build import build_model, build_task
-from densevit.engine.checkpoint import save_checkpoint
 
 av = pytest.importorskip("av")
 
 FRAMES, HEIGHT, WIDTH, RATE = 8, 64, 96, 12
 
 
-def _checkpoint(path: Path, data: dict) -> Path:
-    cfg = build_config(data)
-    task = build_task(cfg)
-    torch.manual_seed(0)
-    save_checkpoint({"model": build_model(task).state_dict(), "config": cfg.to_dict(),
-                     "class_names": task.class_names()}, path)
-    return path
-
-
 @pytest.fixture(scope="module")
 def detector(tmp_path_factory) -> Path:
-    return _checkpoint(tmp_path_factory.mktemp("det") / "det.pth", {
+    return untrained_checkpoint(tmp_path_factory.mktemp("det") / "det.pth", {
         "task": "detection", "model": {"name": "detr_tiny", "num_classes": 3},
         "data": {"class_names": ["a", "b", "c"], "val_size": HEIGHT, "max_size": WIDTH},
         "loss": {"classification": "sigmoid"},
@@ -43,7 +32,7 @@ def detector(tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="module")
 def segmenter(tmp_path_factory) -> Path:
-    return _checkpoint(tmp_path_factory.mktemp("seg") / "seg.pth", {
+    return untrained_checkpoint(tmp_path_factory.mktemp("seg") / "seg.pth", {
         "task": "image_segmentation",
         "model": {"name": "transunet_vit_t16", "num_classes": 3,
                   "kwargs": {"head_channels": 16, "decoder_channels": [16, 8, 8, 8]}},
@@ -237,7 +226,7 @@ def test_a_broken_video_is_one_line_and_nothing_is_written(detector, tmp_path, c
 
 
 def test_a_video_for_a_task_that_takes_none_names_those_that_do(tmp_path, capsys):
-    classifier = _checkpoint(tmp_path / "cls.pth", {"task": "classification", "model": {
+    classifier = untrained_checkpoint(tmp_path / "cls.pth", {"task": "classification", "model": {
         "name": "classifier_tiny_cnn", "num_classes": 2}, "data": {"img_size": 32, "class_names": ["a", "b"]}})
     video = write_video(tmp_path / "clip.mp4", frames=2)
     line = one_error_line(capsys, main(["predict", "--checkpoint", str(classifier), str(video), "--out",

@@ -9,34 +9,25 @@ import nibabel as nib
 import numpy as np
 import pytest
 import torch
+from checkpoint_helpers import untrained_checkpoint
 from PIL import Image
 
 from densevit.cli import main
 from densevit.config import build_config, load_config
 from densevit.demos import demo_config_path
-from densevit.engine.build import build_model, build_task
-from densevit.engine.checkpoint import save_checkpoint
-
-
-def _checkpoint(path: Path, cfg) -> Path:
-    task = build_task(cfg)
-    torch.manual_seed(0)
-    save_checkpoint({"model": build_model(task).state_dict(), "config": cfg.to_dict(),
-                     "class_names": task.class_names()}, path)
-    return path
 
 
 @pytest.fixture(scope="module")
 def detector(tmp_path_factory) -> Path:
     cfg = build_config({"task": "detection", "model": {"name": "detr_tiny", "num_classes": 3},
                         "data": {"class_names": ["a", "b", "c"], "val_size": 64, "max_size": 64}})
-    return _checkpoint(tmp_path_factory.mktemp("det") / "model.pth", cfg)
+    return untrained_checkpoint(tmp_path_factory.mktemp("det") / "model.pth", cfg)
 
 
 @pytest.fixture(scope="module")
 def segmenter(tmp_path_factory) -> Path:
     cfg = load_config(demo_config_path("segment"))
-    return _checkpoint(tmp_path_factory.mktemp("seg") / "model.pth", cfg)
+    return untrained_checkpoint(tmp_path_factory.mktemp("seg") / "model.pth", cfg)
 
 
 def one_error_line(capsys, rc: int, *names: object) -> str:

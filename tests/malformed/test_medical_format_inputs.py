@@ -8,6 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 from malformed_helpers import error_line
+from medical_helpers import write_dicom_series
 
 from densevit.config import build_config
 from densevit.engine.build import build_model, build_task
@@ -46,17 +47,7 @@ def volume(size=(12, 10, 4), origin=(0.0, 0.0, 0.0), components: int = 1):
 
 def dicom_series(folder: Path, uid: str, slices: int) -> None:
     """``slices`` DICOM files of series ``uid`` in ``folder``, stacked along z."""
-    folder.mkdir(parents=True, exist_ok=True)
-    image = sitk.Cast(volume((8, 8, slices)), sitk.sitkInt16)
-    writer = sitk.ImageFileWriter()
-    writer.KeepOriginalImageUIDOn()
-    for k in range(slices):
-        piece = image[:, :, k]
-        for tag, value in {"0020|000e": uid, "0020|000d": uid + ".0", "0008|0060": "CT", "0020|0013": str(k + 1),
-                           "0020|0037": "1\\0\\0\\0\\1\\0", "0020|0032": f"0\\0\\{k}"}.items():
-            piece.SetMetaData(tag, value)
-        writer.SetFileName(str(folder / f"{uid[-1]}_{k}.dcm"))
-        writer.Execute(piece)
+    write_dicom_series(sitk.Cast(volume((8, 8, slices)), sitk.sitkInt16), folder, uid)
 
 
 def predict(cli, checkpoint: Path, *inputs: Path, out: Path) -> str:
