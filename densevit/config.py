@@ -33,7 +33,7 @@ from densevit.config_checks import (
     positive,
 )
 from densevit.errors import ConfigError
-from densevit.io import plain
+from densevit.io import load_yaml, plain
 from densevit.registry import UnknownNameError
 from densevit.tasks import TASKS
 
@@ -206,11 +206,13 @@ def read_yaml_with_bases(path: str | Path, _seen: tuple[Path, ...] = ()) -> dict
         chain = " -> ".join(str(p) for p in (*_seen, path))
         raise ConfigError(f"{path}: _base_ cycle: {chain}")
     try:
-        text = path.read_text()
+        text = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError:
+        raise ConfigError(f"{path}: cannot read config: not UTF-8 text") from None
     except OSError as err:
         raise ConfigError(f"{path}: cannot read config: {err.strerror or err}") from None
     try:
-        data = yaml.safe_load(text)
+        data = load_yaml(text)
     except yaml.YAMLError as err:
         raise ConfigError(f"{path}: invalid YAML: {_yaml_problem(err)}") from None
     if data is None:
@@ -259,7 +261,7 @@ def apply_overrides(data: dict[str, Any], overrides: Sequence[str]) -> dict[str,
         if not sep or not key:
             raise ConfigError(f"--set {item!r}: expected KEY=VALUE, for example train.epochs=3")
         try:
-            value = yaml.safe_load(raw) if raw.strip() else ""
+            value = load_yaml(raw) if raw.strip() else ""
         except yaml.YAMLError as err:
             raise ConfigError(f"--set {item!r}: value is not valid YAML: {_yaml_problem(err)}") from None
         node = out

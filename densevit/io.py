@@ -1,4 +1,5 @@
-"""Atomic file writes and strict JSON: an output file is either complete or absent.
+"""Atomic file writes, strict JSON and YAML with YAML 1.2 numbers: an output file is either
+complete or absent.
 
 Every result, checkpoint, picture and log rewrite goes through :func:`atomic_path`: the data
 is written to a temporary file in the target's folder, flushed to disk, then renamed over the
@@ -6,9 +7,11 @@ target, so a crash or a full disk never leaves a half-written file behind.
 """
 from __future__ import annotations
 
+import functools
 import json
 import math
 import os
+import re
 import tempfile
 from contextlib import contextmanager
 from pathlib import Path
@@ -109,3 +112,28 @@ def dumps_json(value: Any, indent: int | None = None) -> str:
 def write_json_atomic(value: Any, path: str | Path, indent: int | None = 2) -> None:
     """Write ``value`` as strict JSON to ``path`` atomically."""
     write_text_atomic(path, dumps_json(value, indent) + "\n")
+
+
+# YAML 1.2 floats: PyYAML follows YAML 1.1, where a float needs a dot, so ``lr: 1e-4`` (as configs
+# of every other detection library write it) would be read as the string "1e-4".
+_YAML12_FLOAT = re.compile(r"""^(?:[-+]?[0-9][0-9_]*(?:\.[0-9_]*)?[eE][-+]?[0-9]+
+                               |[-+]?\.[0-9_]+[eE][-+]?[0-9]+)$""", re.X)
+
+
+@functools.cache
+def _yaml_loader() -> type:
+    import yaml
+
+    class Loader(yaml.SafeLoader):
+        """PyYAML's safe loader, reading ``1e-4`` and ``2E5`` as floats too."""
+
+    Loader.add_implicit_resolver("tag:yaml.org,2002:float", _YAML12_FLOAT, list("-+0123456789."))
+    return Loader
+
+
+def load_yaml(text: str) -> Any:
+    """``text`` read as PyYAML's ``safe_load`` reads it, except that exponent numbers without a dot
+    (``1e-4``) are floats, as in YAML 1.2; PyYAML's errors (``yaml.YAMLError``) pass through."""
+    import yaml
+
+    return yaml.load(text, Loader=_yaml_loader())

@@ -5,10 +5,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
+import yaml
 
 from densevit.config import ExperimentConfig, apply_overrides, build_config, load_config
 from densevit.engine.task import TASKS, Task
 from densevit.errors import ConfigError
+from densevit.io import load_yaml
 
 
 @dataclass
@@ -149,3 +151,25 @@ def test_section_checks_run_at_load_and_name_the_file(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match=r"hook.yaml: optim.lr: expected a positive number, got -1.0 \(from --set"):
         load_config(write(tmp_path / "hook.yaml", "task: config_check_hook_task\n"), ["optim.lr=-1"])
     assert load_config(path, ["data.size=2"]).data.size == 2
+
+
+@pytest.mark.parametrize("text", ["1e-4", "2E5", "-3e+2", "+1.5e-3", "1.e-4", ".5e-1", "1_0e2"])
+def test_exponent_numbers_without_a_dot_are_floats(text: str) -> None:
+    """YAML 1.2 reads ``1e-4`` as a float; PyYAML's YAML 1.1 would give the string '1e-4'."""
+    assert load_yaml(f"v: {text}") == {"v": float(text.replace("_", ""))}
+
+
+@pytest.mark.parametrize("text", ["1.0e-4", "10", "0x1F", "0o17", ".5", "1_000", "true", "null", "'1e-4'", "1e",
+                                  "e4", "1e-4x", "x1e4", "1:30", ".inf", "-.nan", "2026-11-30", "[1e-4x, 3]"])
+def test_every_other_value_reads_as_pyyaml_reads_it(text: str) -> None:
+    expected, got = yaml.safe_load(f"v: {text}")["v"], load_yaml(f"v: {text}")["v"]
+    assert repr(got) == repr(expected) and type(got) is type(expected)  # repr: nan equals itself this way
+
+
+def test_a_config_and_an_override_take_exponent_floats(tmp_path: Path) -> None:
+    (tmp_path / "exp.yaml").write_text("task: classification\nmodel: {name: classifier, num_classes: 2}\n"
+                                       "optim:\n  lr: 1e-4\n  weight_decay: 5e-2\n", encoding="utf-8")
+    cfg = load_config(tmp_path / "exp.yaml", ["schedule.min_lr=1e-9"])
+    assert (cfg.optim.lr, cfg.optim.weight_decay, cfg.schedule.min_lr) == (1e-4, 5e-2, 1e-9)
+    with pytest.raises(ConfigError, match=r"train.epochs: expected int, got float 100.0"):
+        load_config(tmp_path / "exp.yaml", ["train.epochs=1e2"])

@@ -36,6 +36,7 @@ from PIL import ExifTags, Image
 from densevit.data import IMAGE_SUFFIXES
 from densevit.data.coco_json import ORIGIN, Instances, report_bad_records
 from densevit.errors import UserInputError
+from densevit.io import load_yaml
 
 TOLERANCE = 1e-3  # normalised coordinates a little outside [0, 1] (rounding in export tools) are kept
 ROTATED = (5, 6, 7, 8)  # EXIF orientations that swap width and height
@@ -131,7 +132,9 @@ def class_names(spec: dict[str, Any], data_yaml: Path) -> list[str]:
 
 def _read_yaml(data_yaml: Path) -> dict[str, Any]:
     try:
-        spec = yaml.safe_load(data_yaml.read_text())
+        spec = load_yaml(data_yaml.read_text(encoding="utf-8"))
+    except UnicodeDecodeError:
+        raise UserInputError(f"{data_yaml}: not UTF-8 text (the YOLO data.yaml)") from None
     except FileNotFoundError:
         raise UserInputError(f"{data_yaml}: file not found (the YOLO data.yaml)") from None
     except OSError as err:
