@@ -35,7 +35,7 @@ from PIL import ExifTags, Image
 
 from densevit.data import IMAGE_SUFFIXES
 from densevit.data.coco_json import ORIGIN, Instances, report_bad_records
-from densevit.errors import UserInputError
+from densevit.errors import UserInputError, note
 from densevit.io import load_yaml
 
 TOLERANCE = 1e-3  # normalised coordinates a little outside [0, 1] (rounding in export tools) are kept
@@ -76,6 +76,7 @@ def read_yolo(data_yaml: str | Path, split: str, bad_annotations: str = "raise")
     image_dir = folders[0] if len(folders) == 1 and folders[0].is_dir() else root
 
     problems: list[str] = []
+    duplicates: list[str] = []  # where a label line repeats an earlier one of its file
     records: list[dict[str, Any]] = []
     annotations: list[dict[str, Any]] = []
     for image_id, path in enumerate(images, 1):
@@ -86,17 +87,26 @@ def read_yolo(data_yaml: str | Path, split: str, bad_annotations: str = "raise")
             continue
         records.append({"id": image_id, "file_name": _relative(path, image_dir), "width": width, "height": height})
         label_file = label_path(path)
+        seen: set[Any] = set()
         for number, line in _lines(label_file):
             box, problem = _parse_line(line.split(), len(names))
             if problem:
                 problems.append(f"{label_file}: line {number}: {problem}")
                 continue
+            if box in seen:  # ultralytics drops repeated lines too: one object, not two
+                duplicates.append(f"{label_file} line {number}")
+                continue
+            seen.add(box)
             category, (x1, y1, x2, y2) = box
             bbox = [x1 * width, y1 * height, (x2 - x1) * width, (y2 - y1) * height]
             annotations.append({"id": len(annotations) + 1, "image_id": image_id, "category_id": category + 1,
                                 "bbox": bbox, "area": bbox[2] * bbox[3], "iscrowd": 0,
                                 ORIGIN: f"{label_file} line {number}"})
     report_bad_records(problems, bad_annotations, f"{data_yaml} ('{split}')", named=True)
+    if duplicates:
+        note(f"{data_yaml} ('{split}'): left out {len(duplicates)} repeated label line(s) "
+             f"(the same class and box as an earlier line): {', '.join(duplicates[:3])}"
+             f"{', ...' if len(duplicates) > 3 else ''}")
     categories = [{"id": i + 1, "name": name, "supercategory": "none"} for i, name in enumerate(names)]
     return Instances({"images": records, "annotations": annotations, "categories": categories},
                      image_dir, str(data_yaml))
@@ -152,7 +162,7 @@ def _list_images(entry: Path, data_yaml: Path, split: str) -> list[Path]:
     if entry.is_dir():
         return [p for p in entry.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file()]
     if entry.suffix == ".txt" and entry.is_file():
-        lines = entry.read_text().splitlines()
+        lines = entry.read_text(encoding="utf-8").splitlines()
         return [entry.parent / line.strip() for line in lines if line.strip()]
     raise UserInputError(f"{data_yaml}: '{split}': {entry} is neither a folder nor a .txt list of images")
 
@@ -167,7 +177,7 @@ def _relative(path: Path, folder: Path) -> str:
 def _lines(label_file: Path) -> list[tuple[int, str]]:
     """(line number, text) of the non-blank lines; none for a missing file (an image without objects)."""
     try:
-        text = label_file.read_text()
+        text = label_file.read_text(encoding="utf-8")
     except FileNotFoundError:
         return []
     except (OSError, UnicodeDecodeError) as err:

@@ -157,6 +157,21 @@ def test_yolo_polygon_lines_give_their_bounding_box_and_missing_label_files_no_o
     assert ann["category_id"] == 4 and len(read["images"]) == 2  # the second image: no label file
 
 
+def test_repeated_yolo_lines_are_one_object_with_a_note(tmp_path, voc100):
+    """As ultralytics does: a line that repeats an earlier one of its file (same class and box) is
+    left out, with one note; the same box under another class, or in another file, is kept."""
+    coco, images = voc100
+    one = {**coco, "images": coco["images"][:2], "annotations": []}
+    data_yaml = write_yolo(one, images, tmp_path)
+    first, second = (tmp_path / "images" / "val" / image["file_name"] for image in one["images"])
+    label_path(first).write_text("1 0.5 0.5 0.2 0.2\n1 0.5 0.5 0.2 0.2\n2 0.5 0.5 0.2 0.2\n1 0.50 0.5 0.2 0.20\n")
+    label_path(second).write_text("1 0.5 0.5 0.2 0.2\n")
+    with pytest.warns(UserWarning, match=r"left out 2 repeated label line\(s\).*line 2, .*line 4"):
+        read = read_instances("yolo", data_yaml, "val").data
+    by_image = sorted((ann["image_id"], ann["category_id"]) for ann in read["annotations"])
+    assert by_image == [(1, 2), (1, 3), (2, 2)]
+
+
 def test_difficult_objects_are_crowd_regions_that_pycocotools_ignores(tmp_path, voc100):
     coco, images = voc100
     image = coco["images"][0]
