@@ -9,11 +9,11 @@
 
 The sections ``data`` and ``loss`` differ by task: each task class (see
 :mod:`densevit.engine.task`, registered in :data:`densevit.tasks.TASKS`) names its own
-dataclasses for them.
+dataclasses for them. Reading the files and the overrides into one dict is
+:mod:`densevit.config_files`.
 """
 from __future__ import annotations
 
-import copy
 import dataclasses
 import importlib
 import math
@@ -23,8 +23,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal, Sequence, Union
 
-import yaml
-
 from densevit.config_checks import (
     did_you_mean,
     fraction,
@@ -32,8 +30,9 @@ from densevit.config_checks import (
     non_negative,
     positive,
 )
+from densevit.config_files import apply_overrides, read_yaml_with_bases
 from densevit.errors import ConfigError
-from densevit.io import load_yaml, plain
+from densevit.io import plain
 from densevit.registry import UnknownNameError
 from densevit.tasks import TASKS
 
@@ -194,85 +193,6 @@ class ExperimentConfig:
     def to_dict(self) -> dict[str, Any]:
         """A plain, YAML-safe dict (what checkpoints and run directories store)."""
         return plain(dataclasses.asdict(self))
-
-
-# ----------------------------------------------------------------------------- reading files
-
-
-def read_yaml_with_bases(path: str | Path, _seen: tuple[Path, ...] = ()) -> dict[str, Any]:
-    """Read a YAML mapping, resolving its ``_base_`` chain into one merged dict."""
-    path = Path(path).resolve()
-    if path in _seen:
-        chain = " -> ".join(str(p) for p in (*_seen, path))
-        raise ConfigError(f"{path}: _base_ cycle: {chain}")
-    try:
-        text = path.read_text(encoding="utf-8")
-    except UnicodeDecodeError:
-        raise ConfigError(f"{path}: cannot read config: not UTF-8 text") from None
-    except OSError as err:
-        raise ConfigError(f"{path}: cannot read config: {err.strerror or err}") from None
-    try:
-        data = load_yaml(text)
-    except yaml.YAMLError as err:
-        raise ConfigError(f"{path}: invalid YAML: {_yaml_problem(err)}") from None
-    if data is None:
-        data = {}
-    if not isinstance(data, dict):
-        raise ConfigError(f"{path}: expected a mapping at the top level, got {type(data).__name__}")
-    base = data.pop("_base_", None)
-    if base is None:
-        return data
-    if not isinstance(base, str):
-        raise ConfigError(f"{path}: _base_ must be one file name, got {base!r}")
-    base_path = path.parent / base
-    if not base_path.is_file():
-        raise ConfigError(f"{path}: _base_: cannot read config {str(base_path)!r}: no such file")
-    merged = read_yaml_with_bases(base_path, (*_seen, path))
-    return deep_merge(merged, data)
-
-
-def _yaml_problem(err: yaml.YAMLError) -> str:
-    """PyYAML's error on one line: what is wrong and where (``line 3, column 7``)."""
-    problem = getattr(err, "problem", None)
-    mark = getattr(err, "problem_mark", None)
-    if not problem:
-        return " ".join(str(err).split())
-    context = getattr(err, "context", None)
-    where = f"line {mark.line + 1}, column {mark.column + 1}: " if mark is not None else ""
-    return f"{where}{problem}" + (f" ({context})" if context else "")
-
-
-def deep_merge(base: dict[str, Any], override: dict[str, Any]) -> dict[str, Any]:
-    """A new dict: ``base`` with ``override`` applied key by key (mappings merge recursively)."""
-    out = copy.deepcopy(base)
-    for key, value in override.items():
-        if isinstance(value, dict) and isinstance(out.get(key), dict):
-            out[key] = deep_merge(out[key], value)
-        else:
-            out[key] = copy.deepcopy(value)
-    return out
-
-
-def apply_overrides(data: dict[str, Any], overrides: Sequence[str]) -> dict[str, Any]:
-    """A new dict with each ``a.b=c`` override set (``c`` parsed as YAML)."""
-    out = copy.deepcopy(data)
-    for item in overrides:
-        key, sep, raw = item.partition("=")
-        if not sep or not key:
-            raise ConfigError(f"--set {item!r}: expected KEY=VALUE, for example train.epochs=3")
-        try:
-            value = load_yaml(raw) if raw.strip() else ""
-        except yaml.YAMLError as err:
-            raise ConfigError(f"--set {item!r}: value is not valid YAML: {_yaml_problem(err)}") from None
-        node = out
-        parts = key.split(".")
-        for part in parts[:-1]:
-            child = node.setdefault(part, {})
-            if not isinstance(child, dict):
-                raise ConfigError(f"--set {item!r}: {part!r} is a value, not a section")
-            node = child
-        node[parts[-1]] = value
-    return out
 
 
 # ----------------------------------------------------------------------------- typed reading
