@@ -18,7 +18,7 @@ from typing import Any, Sequence
 import yaml
 
 from densevit.errors import ConfigError
-from densevit.io import load_yaml
+from densevit.io import load_yaml, yaml_problem
 
 
 def read_yaml_with_bases(path: str | Path, _seen: tuple[Path, ...] = ()) -> dict[str, Any]:
@@ -36,7 +36,7 @@ def read_yaml_with_bases(path: str | Path, _seen: tuple[Path, ...] = ()) -> dict
     try:
         data = load_yaml(text)
     except yaml.YAMLError as err:
-        raise ConfigError(f"{path}: invalid YAML: {_yaml_problem(err)}") from None
+        raise ConfigError(f"{path}: invalid YAML: {yaml_problem(err)}") from None
     if data is None:
         data = {}
     if not isinstance(data, dict):
@@ -51,17 +51,6 @@ def read_yaml_with_bases(path: str | Path, _seen: tuple[Path, ...] = ()) -> dict
         raise ConfigError(f"{path}: _base_: cannot read config {str(base_path)!r}: no such file")
     merged = read_yaml_with_bases(base_path, (*_seen, path))
     return deep_merge(merged, data)
-
-
-def _yaml_problem(err: yaml.YAMLError) -> str:
-    """PyYAML's error on one line: what is wrong and where (``line 3, column 7``)."""
-    problem = getattr(err, "problem", None)
-    mark = getattr(err, "problem_mark", None)
-    if not problem:
-        return " ".join(str(err).split())
-    context = getattr(err, "context", None)
-    where = f"line {mark.line + 1}, column {mark.column + 1}: " if mark is not None else ""
-    return f"{where}{problem}" + (f" ({context})" if context else "")
 
 
 def deep_merge(base: dict[str, Any], override: dict[str, Any]) -> dict[str, Any]:
@@ -85,7 +74,7 @@ def apply_overrides(data: dict[str, Any], overrides: Sequence[str]) -> dict[str,
         try:
             value = load_yaml(raw) if raw.strip() else ""
         except yaml.YAMLError as err:
-            raise ConfigError(f"--set {item!r}: value is not valid YAML: {_yaml_problem(err)}") from None
+            raise ConfigError(f"--set {item!r}: value is not valid YAML: {yaml_problem(err)}") from None
         node = out
         parts = key.split(".")
         for part in parts[:-1]:

@@ -31,6 +31,11 @@ class InputNote(UserWarning):
     """Something densevit did with the input that the user should know about (masks read as 0/1)."""
 
 
+def one_line(text: object) -> str:
+    """``text`` with its runs of whitespace (newlines of library messages) as single spaces."""
+    return " ".join(str(text).split())
+
+
 def note(message: str) -> None:
     """Tell the user what was done with their input (the CLI prints it as one ``note:`` line)."""
     warnings.warn(InputNote(message), stacklevel=2)

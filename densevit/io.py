@@ -17,7 +17,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Iterator
 
-from densevit.errors import UserInputError
+from densevit.errors import UserInputError, one_line
 
 
 def public_file_mode() -> int:
@@ -137,3 +137,14 @@ def load_yaml(text: str) -> Any:
     import yaml
 
     return yaml.load(text, Loader=_yaml_loader())
+
+
+def yaml_problem(err: Any) -> str:
+    """PyYAML's error on one line: what is wrong and where (``line 3, column 7``)."""
+    problem = getattr(err, "problem", None)
+    mark = getattr(err, "problem_mark", None)
+    if not problem:
+        return one_line(err)
+    context = getattr(err, "context", None)
+    where = f"line {mark.line + 1}, column {mark.column + 1}: " if mark is not None else ""
+    return f"{where}{problem}" + (f" ({context})" if context else "")

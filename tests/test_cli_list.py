@@ -92,23 +92,30 @@ def test_list_models_prints_every_built_in_model(capsys) -> None:
 
 
 def test_list_models_adds_third_party_heads(tmp_path, monkeypatch, capsys) -> None:
-    """A package in the ``densevit.heads`` entry-point group is imported and its models listed."""
-    (tmp_path / "my_heads.py").write_text(
-        "from densevit.models import MODELS\n\n"
-        "@MODELS.register('my_listed_model')\n"
-        "def my_listed_model(num_classes):\n    raise AssertionError('listing builds nothing')\n")
+    """Every module of the ``densevit.heads`` entry-point group is imported and its models listed,
+    two modules of one package included."""
+    package = tmp_path / "my_heads"
+    package.mkdir()
+    (package / "__init__.py").write_text("")
+    for module in ("first", "second"):
+        (package / f"{module}.py").write_text(
+            "from densevit.models import MODELS\n\n"
+            f"@MODELS.register('my_{module}_model')\n"
+            "def factory(num_classes):\n    raise AssertionError('listing builds nothing')\n")
     monkeypatch.syspath_prepend(str(tmp_path))
     real = importlib.metadata.entry_points
-    extra = importlib.metadata.EntryPoint("mine", "my_heads", "densevit.heads")
+    extra = [importlib.metadata.EntryPoint(name, f"my_heads.{name}", "densevit.heads") for name in ("first", "second")]
 
     def entry_points(**selection):
         found = list(real(**selection))
-        return [*found, extra] if selection.get("group") == "densevit.heads" else found
+        return [*found, *extra] if selection.get("group") == "densevit.heads" else found
 
     monkeypatch.setattr(importlib.metadata, "entry_points", entry_points)
     try:
         assert main(["list", "models", "my_*"]) == 0
-        assert capsys.readouterr().out.split() == ["my_listed_model"]
+        assert capsys.readouterr().out.split() == ["my_first_model", "my_second_model"]
     finally:
-        MODELS._factories.pop("my_listed_model", None)
+        for module in ("first", "second"):
+            MODELS._factories.pop(f"my_{module}_model", None)
+            sys.modules.pop(f"my_heads.{module}", None)
         sys.modules.pop("my_heads", None)

@@ -56,10 +56,10 @@ def plugin_model_names() -> list[str]:
     from densevit.models import MODELS
     from densevit.registry import HEAD_PLUGINS
 
-    packages = {entry.value.split(".")[0]: entry.value for entry in entry_points(group=HEAD_PLUGINS)}
-    packages.pop(_OWN_PACKAGE, None)
-    for module in packages.values():
+    modules = [entry.value for entry in entry_points(group=HEAD_PLUGINS) if entry.value.split(".")[0] != _OWN_PACKAGE]
+    for module in modules:
         importlib.import_module(module)
+    packages = {module.split(".")[0] for module in modules}
     return [name for name in MODELS.names(load_plugins=False) if _package_of(name) in packages]
 
 

@@ -124,7 +124,6 @@ class CocoDetection(Augmented, Dataset):
             raise ValueError(f"bad_annotations: expected one of {POLICIES}, got {bad_annotations!r}")
         self.image_dir = Path(image_dir)
         data, source = _read(annotation_file)
-        self.annotation_file = Path(source)
         self.transform = transform
         self.policy = "drop" if bad_annotations == "drop" else "raise"
         bad_annotation_list = check_instances(data, source, required=("bbox",), annotation_ids=True)

@@ -4,7 +4,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
-from PIL import Image, ImageOps
+from PIL import ExifTags, Image, ImageOps
 
 from densevit.errors import UserInputError
 
@@ -43,3 +43,19 @@ def read_label_map(path: str | Path) -> np.ndarray:
     except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as err:
         raise UserInputError(f"{path}: cannot read the label map ({err})") from None
     raise UserInputError(f"{path}: expected a single-channel label map, got a {mode} picture")
+
+
+ROTATED = (5, 6, 7, 8)  # EXIF orientations that swap width and height
+
+
+def picture_size(path: Path) -> tuple[int, int]:
+    """(width, height) of a picture as displayed (after its EXIF rotation), from its header alone."""
+    try:
+        with Image.open(path) as image:
+            width, height = image.size
+            orientation = image.getexif().get(ExifTags.Base.Orientation, 1)
+    except FileNotFoundError:
+        raise UserInputError(f"{path}: image file not found") from None
+    except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as err:
+        raise UserInputError(f"{path}: cannot read image: {err}") from None
+    return (height, width) if orientation in ROTATED else (width, height)

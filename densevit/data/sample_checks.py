@@ -10,16 +10,16 @@ from typing import Callable, Literal, TypeVar
 
 import numpy as np
 
-from densevit.errors import ConfigError, SuspiciousInputWarning, UserInputError
+from densevit.errors import (
+    ConfigError,
+    SuspiciousInputWarning,
+    UserInputError,
+    one_line,
+)
 
 BadSamplesPolicy = Literal["raise", "drop"]
 T = TypeVar("T")
 _SHOWN = 3  # offenders named in a "dropped" warning
-
-
-def one_line(text: object) -> str:
-    """``text`` with its runs of whitespace (newlines of library messages) as single spaces."""
-    return " ".join(str(text).split())
 
 
 def _listed(values: np.ndarray, limit: int = 5) -> str:

@@ -23,8 +23,7 @@ from typing import Any, Iterator
 
 import numpy as np
 
-from densevit.data.sample_checks import one_line
-from densevit.errors import UserInputError, suspicious
+from densevit.errors import UserInputError, one_line, suspicious
 from densevit.io import atomic_path
 
 SITK_SUFFIXES = (".nrrd", ".nhdr", ".mha", ".mhd")

@@ -27,7 +27,7 @@ from pathlib import Path
 from typing import Any, Sequence
 
 from densevit.data.coco_json import ORIGIN, Instances, report_bad_records
-from densevit.data.yolo import picture_size
+from densevit.data.images import picture_size
 from densevit.errors import UserInputError
 
 VOC_CLASSES = ("aeroplane", "bicycle", "bird", "boat", "bottle", "bus", "car", "cat", "chair", "cow",

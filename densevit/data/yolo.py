@@ -31,30 +31,14 @@ from pathlib import Path
 from typing import Any
 
 import yaml
-from PIL import ExifTags, Image
 
 from densevit.data import IMAGE_SUFFIXES
 from densevit.data.coco_json import ORIGIN, Instances, report_bad_records
+from densevit.data.images import picture_size
 from densevit.errors import UserInputError, note
-from densevit.io import load_yaml
+from densevit.io import load_yaml, yaml_problem
 
 TOLERANCE = 1e-3  # normalised coordinates a little outside [0, 1] (rounding in export tools) are kept
-ROTATED = (5, 6, 7, 8)  # EXIF orientations that swap width and height
-
-
-def picture_size(path: Path) -> tuple[int, int]:
-    """(width, height) of a picture as displayed (after its EXIF rotation), from its header alone."""
-    try:
-        with Image.open(path) as image:
-            width, height = image.size
-            orientation = image.getexif().get(ExifTags.Base.Orientation, 1)
-    except FileNotFoundError:
-        raise UserInputError(f"{path}: image file not found") from None
-    except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as err:
-        raise UserInputError(f"{path}: cannot read image: {err}") from None
-    return (height, width) if orientation in ROTATED else (width, height)
-
-
 def read_yolo(data_yaml: str | Path, split: str, bad_annotations: str = "raise") -> Instances:
     """Split ``split`` (a key of ``data.yaml``: ``train``, ``val``, ``test``) as COCO instances;
     see the module docstring."""
@@ -150,7 +134,7 @@ def _read_yaml(data_yaml: Path) -> dict[str, Any]:
     except OSError as err:
         raise UserInputError(f"{data_yaml}: cannot read the file ({err.strerror or err})") from None
     except yaml.YAMLError as err:
-        raise UserInputError(f"{data_yaml}: malformed YAML ({' '.join(str(err).split())})") from None
+        raise UserInputError(f"{data_yaml}: malformed YAML ({yaml_problem(err)})") from None
     if not isinstance(spec, dict):
         raise UserInputError(f"{data_yaml}: expected a mapping with 'train', 'val' and 'names', got "
                              f"{type(spec).__name__}")

@@ -28,7 +28,7 @@ from typing import Any, Callable
 
 import yaml
 
-from densevit.errors import UserInputError, note
+from densevit.errors import UserInputError, note, one_line
 from densevit.io import write_json_atomic
 
 IDS_FILE = "trackers.json"
@@ -99,7 +99,7 @@ class MLflowTracker(Tracker):
             self.client = MlflowClient(tracking_uri=uri)
             self.run_id = self._continued(resume_id) or self._new_run(config, run_dir.name)
         except (MlflowException, ImportError, OSError) as err:
-            raise UserInputError(f"train.loggers: mlflow: cannot log to {uri}: {_one_line(err)} "
+            raise UserInputError(f"train.loggers: mlflow: cannot log to {uri}: {one_line(err)} "
                                  "(set MLFLOW_TRACKING_URI to a server or a store you can write)") from None
         return self.run_id
 
@@ -165,7 +165,7 @@ class WandbTracker(Tracker):
                 resume="allow" if resume_id else None,
             )
         except self.wandb.errors.Error as err:
-            raise UserInputError(f"train.loggers: wandb: cannot start a run: {_one_line(err)} "
+            raise UserInputError(f"train.loggers: wandb: cannot start a run: {one_line(err)} "
                                  "(run `wandb login`, or set WANDB_MODE=offline)") from None
         return self.run.id
 
@@ -260,7 +260,3 @@ def _param_text(value: Any) -> str:
     """A param value as MLflow stores it (a string, at most 6000 characters)."""
     text = value if isinstance(value, str) else json.dumps(value)
     return text[:6000]
-
-
-def _one_line(err: BaseException) -> str:
-    return " ".join(str(err).split())

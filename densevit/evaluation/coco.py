@@ -200,12 +200,11 @@ class COCOEvaluator:
 
     def _keep(self, detections: Detections) -> None:
         """Keep ``detections``, less those of images seen before."""
-        images = np.unique(detections.image)
-        if self._seen:
-            seen = np.isin(detections.image, np.fromiter(self._seen, np.int64, len(self._seen)))
-            if seen.any():
-                detections = detections.take(~seen)
-        self._seen.update(images.tolist())
+        images = np.unique(detections.image).tolist()
+        repeated = [image for image in images if image in self._seen]  # the batch's few images, not all seen
+        if repeated:
+            detections = detections.take(~np.isin(detections.image, repeated))
+        self._seen.update(images)
         self._parts.append(detections)
 
     def _internal_image_id(self, image_id: Any, where: str) -> int:

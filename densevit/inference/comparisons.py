@@ -7,30 +7,28 @@ registers its own the same way::
     @COMPARISONS.register("my_task")
     def compare_my_task(predictor: Predictor, dataset, index: int, score_threshold: float) -> tuple[str, np.ndarray]: ...
 
-Ground truth comes from the task's validation dataset, predictions from the prediction code
-(:class:`~densevit.inference.predictor.Predictor`, run on the sample's original file), so a
-picture shows what ``densevit predict`` would write for that file. Both panels use the task's
+Ground truth comes from the task's validation dataset, predictions from the step that
+``densevit predict`` runs (:class:`~densevit.inference.detection.Detector`,
+:func:`~densevit.inference.segmentation.segment_pictures`; volumes: ``segment_volume`` on the case
+as validation read it), so a picture shows what ``predict`` would find. Both panels use the task's
 class colours; segmentation pictures carry a legend of the classes present in either panel.
 """
 from __future__ import annotations
 
-import json
-import tempfile
 from pathlib import Path
 from typing import Any, Callable
 
 import numpy as np
 import torch
-from PIL import Image
 from torch import nn
 from torch.utils.data import Dataset
-from torchvision.ops import box_convert
 
 from densevit.engine.task import Task
 from densevit.errors import UserInputError
 from densevit.inference.options import PredictOptions
 from densevit.inference.pictures import (
     MIN_DRAWN_SIDE,
+    PANEL_GAP,
     class_palette,
     classes_present,
     draw_detections,
@@ -75,13 +73,6 @@ def save_comparisons(task: Task, model: nn.Module, dataset: Dataset, count: int,
     return written
 
 
-def predicted_file(predictor: Predictor, path: Path, result: str, read: Callable[[Path], Any]) -> Any:
-    """``read(result file)`` of what ``predictor`` writes for the one input ``path`` (in a temporary folder)."""
-    with tempfile.TemporaryDirectory(prefix="densevit-compare-") as folder:
-        predictor.predict([path], folder)
-        return read(Path(folder) / result)
-
-
 def segmentation_comparison(image: np.ndarray, truth: np.ndarray, predicted: np.ndarray,
                             palette: list, class_names: list[str]) -> np.ndarray:
     """Overlays of ``truth`` and ``predicted`` [H,W] on ``image`` [H,W,3], enlarged to be read,
@@ -90,57 +81,43 @@ def segmentation_comparison(image: np.ndarray, truth: np.ndarray, predicted: np.
     image, truth, predicted = zoomed(image, zoom), zoomed(truth, zoom), zoomed(predicted, zoom)
     panels = [(GROUND_TRUTH, overlay(image, truth, palette)), (PREDICTION, overlay(image, predicted, palette))]
     shown = sorted(set(classes_present(truth, palette)) | set(classes_present(predicted, palette)))
-    width = 2 * image.shape[1] + 8
+    width = 2 * image.shape[1] + PANEL_GAP
     return side_by_side(panels, legend(shown, class_names, palette, width, font_size(min(image.shape[:2]))))
 
 
 @COMPARISONS.register("detection")
 def compare_detection(predictor: Predictor, dataset: Dataset, index: int, score_threshold: float) -> tuple[str, np.ndarray]:
-    """Ground-truth boxes | predicted boxes scoring at least ``score_threshold``, on the original image."""
-    task: Any = predictor.task
-    coco = dataset.coco  # type: ignore[attr-defined]  # the annotations validation scores against
-    info = sorted(coco.dataset["images"], key=lambda image: image["id"])[index]  # the dataset's order
-    path = Path(dataset.image_dir) / info["file_name"]  # type: ignore[attr-defined]
+    """Ground-truth boxes (as training reads them: clipped, crowd regions left out) | predicted boxes
+    scoring at least ``score_threshold``, on the original image."""
+    from densevit.inference.detection import Detector
+
+    record = dataset.records[index]  # type: ignore[attr-defined]
     image = dataset.load_image(index)  # type: ignore[attr-defined]
-    category_ids, class_names = task.categories
-    label_of = {cid: i for i, cid in enumerate(category_ids)}
-    annotations = [a for a in coco.loadAnns(coco.getAnnIds(imgIds=[info["id"]])) if not a.get("iscrowd", 0)]
-    truth = detections_of(annotations, label_of)
-    del truth["scores"]  # ground truth: every box, named without a score
-    predicted = detections_of(predicted_file(predictor, path, "results.json", lambda f: json.loads(f.read_text())),
-                              label_of)
+    _, class_names = predictor.task.categories  # type: ignore[attr-defined]
+    truth = {"boxes": torch.from_numpy(record.boxes_xyxy), "labels": torch.from_numpy(record.labels)}
+    predicted = Detector(predictor)([image])[0]
     palette = class_palette(len(class_names))
     shown = int((predicted["scores"] >= score_threshold).sum())
     panels = [
-        (f"{GROUND_TRUTH} ({len(annotations)})", np.asarray(draw_detections(image, truth, class_names, palette=palette))),
+        (f"{GROUND_TRUTH} ({len(record.labels)})", np.asarray(draw_detections(image, truth, class_names, palette=palette))),
         (f"{PREDICTION} (score >= {score_threshold:g}: {shown})",
          np.asarray(draw_detections(image, predicted, class_names, score_threshold, palette=palette))),
     ]
-    return path.stem, side_by_side(panels)
-
-
-def detections_of(records: list[dict[str, Any]], label_of: dict[int, int]) -> dict[str, torch.Tensor]:
-    """COCO annotations or results (``bbox`` pixel xywh, ``category_id``, ``score``) -> ``boxes`` [N,4]
-    pixel xyxy, ``labels`` [N] class indices, ``scores`` [N] (1 where there is none)."""
-    return {
-        "boxes": box_convert(torch.tensor([r["bbox"] for r in records], dtype=torch.float32).reshape(-1, 4),
-                             "xywh", "xyxy"),
-        "labels": torch.tensor([label_of[r["category_id"]] for r in records], dtype=torch.int64),
-        "scores": torch.tensor([float(r.get("score", 1.0)) for r in records], dtype=torch.float32),
-    }
+    return record.path.stem, side_by_side(panels)
 
 
 @COMPARISONS.register("image_segmentation")
 def compare_images(predictor: Predictor, dataset: Dataset, index: int, score_threshold: float) -> tuple[str, np.ndarray]:
     """Ground-truth label map | predicted label map, coloured over the picture, with a legend."""
     from densevit.data.images import read_rgb
+    from densevit.inference.segmentation import picture_inference, segment_pictures
 
     task: Any = predictor.task
     path = dataset.samples[index][0]  # type: ignore[attr-defined]
     truth = dataset.labels(index)  # type: ignore[attr-defined]
-    predicted = predicted_file(predictor, path, f"{path.stem}.png",
-                               lambda file: np.asarray(Image.open(file)).astype(np.int64))
-    return path.stem, segmentation_comparison(read_rgb(path), truth, predicted, task.palette(), task.class_names())
+    rgb = read_rgb(path)
+    predicted = segment_pictures(predictor, [rgb], picture_inference(predictor))[0]
+    return path.stem, segmentation_comparison(rgb, truth, predicted, task.palette(), task.class_names())
 
 
 @COMPARISONS.register("volume_segmentation")

@@ -25,6 +25,8 @@ MIN_PICTURE_SIDE = 256
 # Pictures with boxes (and comparisons) are enlarged until their shorter side reaches this,
 # before drawing: text drawn on a 128-pixel picture cannot be read.
 MIN_DRAWN_SIDE = 512
+# White space between the panels of a comparison, in pixels.
+PANEL_GAP = 8
 # Smallest text, in pixels: below this the built-in font is no longer legible.
 MIN_FONT_SIZE = 12
 Colour = tuple[int, int, int]
@@ -209,7 +211,8 @@ def titled(picture: np.ndarray, title: str, size: int) -> np.ndarray:
     return np.concatenate([np.asarray(band), picture], axis=0)
 
 
-def side_by_side(panels: Sequence[tuple[str, np.ndarray]], footer: np.ndarray | None = None, gap: int = 8) -> np.ndarray:
+def side_by_side(panels: Sequence[tuple[str, np.ndarray]], footer: np.ndarray | None = None,
+                 gap: int = PANEL_GAP) -> np.ndarray:
     """Titled pictures [H_i,W_i,3] in a row on white, ``gap`` pixels apart, and ``footer`` [h,w,3]
     (a legend) under the row -> one [H',W',3] uint8 picture."""
     size = font_size(min(min(p.shape[:2]) for _, p in panels))
